@@ -1,0 +1,118 @@
+"""Checks of template.yaml that cfn-lint does not make (run by tests/template.rs).
+
+Usage: python infra/check_template.py template.yaml ../shared/CONTRACT.md
+"""
+import re
+import sys
+import unittest
+
+from cfnlint.decode import decode_str
+
+TEMPLATE, CONTRACT = sys.argv[1], sys.argv[2]
+with open(TEMPLATE, encoding="utf-8") as f:
+    TEMPLATE_TEXT = f.read()
+T, _ = decode_str(TEMPLATE_TEXT)
+RESOURCES = T["Resources"]
+FUNCTION = RESOURCES["ProvisionerFunction"]["Properties"]
+
+
+def walk(node, path=()):
+    """Yields (path, node) for every node of a decoded template."""
+    yield path, node
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from walk(v, path + (k,))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from walk(v, path + (i,))
+
+
+class Template(unittest.TestCase):
+    def test_visibility_timeout_is_at_least_six_times_the_timeout(self):
+        mapping = T["Mappings"]["VisibilityForTimeout"]
+        allowed = T["Parameters"]["Timeout"]["AllowedValues"]
+        self.assertEqual(sorted(str(v) for v in allowed), sorted(mapping))
+        for timeout, row in mapping.items():
+            self.assertGreaterEqual(row["Seconds"], 6 * int(timeout), timeout)
+            self.assertLessEqual(row["Seconds"], 43200, timeout)
+        vis = RESOURCES["WorkQueue"]["Properties"]["VisibilityTimeout"]
+        self.assertEqual(vis, {"Fn::FindInMap": ["VisibilityForTimeout", {"Ref": "Timeout"}, "Seconds"]})
+        self.assertEqual(FUNCTION["Timeout"], {"Ref": "Timeout"})
+
+    def test_sqs_source_reports_batch_item_failures(self):
+        events = FUNCTION["Events"]
+        sqs = [e for e in events.values() if e["Type"] == "SQS"]
+        self.assertEqual(len(sqs), 1)
+        props = sqs[0]["Properties"]
+        self.assertIn("ReportBatchItemFailures", props["FunctionResponseTypes"])
+        self.assertEqual(props["ScalingConfig"]["MaximumConcurrency"], {"Ref": "MaximumConcurrency"})
+        self.assertEqual(props["Queue"], {"Fn::GetAtt": ["WorkQueue", "Arn"]})
+
+    def test_dead_letter_queue_and_alarm(self):
+        redrive = RESOURCES["WorkQueue"]["Properties"]["RedrivePolicy"]
+        self.assertEqual(redrive["deadLetterTargetArn"], {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]})
+        alarm = RESOURCES["DeadLetterAlarm"]["Properties"]
+        self.assertEqual(alarm["Dimensions"][0]["Value"], {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]})
+
+    def test_every_ref_and_getatt_target_exists(self):
+        names = set(RESOURCES) | set(T["Parameters"])
+        pseudo = {"AWS::StackId", "AWS::Region", "AWS::AccountId", "AWS::Partition", "AWS::NoValue", "AWS::StackName", "AWS::URLSuffix"}
+        for path, node in walk(T):
+            if isinstance(node, dict) and "Ref" in node:
+                self.assertIn(node["Ref"], names | pseudo, path)
+            if isinstance(node, dict) and "Fn::GetAtt" in node:
+                target = node["Fn::GetAtt"]
+                target = target[0] if isinstance(target, list) else target.split(".")[0]
+                self.assertIn(target, RESOURCES, path)
+            if isinstance(node, dict) and "Fn::Sub" in node:
+                sub = node["Fn::Sub"]
+                text, local = (sub[0], sub[1]) if isinstance(sub, list) else (sub, {})
+                for var in re.findall(r"\$\{([^}!]+)\}", text):
+                    base = var.split(".")[0]
+                    self.assertIn(base, names | pseudo | set(local), (path, var))
+
+    def test_no_wildcard_resources_in_policies(self):
+        statements = [s for p in FUNCTION["Policies"] for s in p["Statement"]]
+        self.assertGreater(len(statements), 3)
+        for path, node in walk(statements):
+            if path and path[-1] == "Resource":
+                values = node if isinstance(node, list) else [node]
+                for value in values:
+                    if isinstance(value, str):
+                        self.assertNotEqual(value.strip(), "*", path)
+                        self.assertNotRegex(value, r":\*$", path)
+        actions = [a for s in statements if isinstance(s, dict) for a in ([s["Action"]] if isinstance(s.get("Action"), str) else s.get("Action", []))]
+        self.assertFalse([a for a in actions if "*" in a], actions)
+
+    def test_environment_matches_the_contract(self):
+        with open(CONTRACT, encoding="utf-8") as f:
+            contract = f.read()
+        table = contract.split("## Function environment", 1)[1].split("\n## ", 1)[0]
+        documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", table))
+        env = set(FUNCTION["Environment"]["Variables"])
+        for required in ("SCIM_SECRET_ID", "WORK_QUEUE_URL", "REPORT_BUCKET", "MAX_ATTEMPTS"):
+            self.assertIn(required, env)
+        self.assertIn("SCIM_SECRET_ID", documented)
+        # Anything the template sets is either in the contract or a documented extension in the README.
+        with open("README.md", encoding="utf-8") as f:
+            readme = f.read()
+        for name in env:
+            self.assertTrue(name in documented or f"`{name}`" in readme, name)
+
+    def test_arm64_is_the_default_and_build_method_is_cargo_lambda(self):
+        self.assertEqual(T["Parameters"]["Architecture"]["Default"], "arm64")
+        fn = RESOURCES["ProvisionerFunction"]
+        self.assertEqual(fn["Metadata"]["BuildMethod"], "rust-cargolambda")
+        self.assertEqual(FUNCTION["Runtime"], "provided.al2023")
+        self.assertEqual(FUNCTION["Handler"], "bootstrap")
+
+    def test_buckets_are_encrypted_and_private_and_secret_is_never_inline(self):
+        bucket = RESOURCES["UploadBucket"]["Properties"]
+        self.assertIn("BucketEncryption", bucket)
+        self.assertTrue(all(bucket["PublicAccessBlockConfiguration"].values()))
+        self.assertNotIn("AWS::SecretsManager::Secret", [r["Type"] for r in RESOURCES.values()])
+        self.assertNotRegex(TEMPLATE_TEXT, r"(?i)(client_secret|access_key_secret|\"token\")\s*:")
+
+
+if __name__ == "__main__":
+    unittest.main(argv=[sys.argv[0], "-v"])

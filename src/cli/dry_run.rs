@@ -1,0 +1,148 @@
+//! `provision --dry-run`: which users exist, and so what a run would do; sends only lookups.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use futures_util::stream::{self, StreamExt};
+use serde::Serialize;
+
+use super::input::{error_kind, Input};
+use super::summary::{group, scrub, thousands, Reason};
+use super::{write_report, ProvisionArgs, UsageError};
+use crate::engine::{Engine, LookupError};
+use crate::operation::Operation;
+use crate::scim::discovery::ProviderLimits;
+
+/// Attempts per lookup when the service throttles or fails transiently.
+const LOOKUP_ATTEMPTS: u32 = 4;
+
+/// What a run would do, in counts.
+#[derive(Debug, Default, Serialize)]
+struct Plan {
+    dry_run: bool,
+    rows: u64,
+    bulk: bool,
+    max_operations: usize,
+    max_payload_size: usize,
+    create: u64,
+    update: u64,
+    deactivate: u64,
+    skip: u64,
+    invalid: u64,
+    /// Users whose lookup failed: the plan cannot say what would happen to them.
+    unknown: u64,
+    skips: Vec<Reason>,
+    invalid_rows: Vec<Reason>,
+    unknown_reasons: Vec<Reason>,
+}
+
+/// Looks every user up and prints the plan; exit 1 if rows are invalid or lookups failed.
+pub async fn run(
+    engine: &Engine,
+    input: &Input,
+    limits: ProviderLimits,
+    args: &ProvisionArgs,
+) -> Result<ExitCode, UsageError> {
+    let concurrency = engine.config().concurrency.max(1);
+    let found: Vec<Result<Option<String>, LookupError>> = stream::iter(&input.operations)
+        .map(|op| lookup(engine, op))
+        .buffered(concurrency)
+        .collect()
+        .await;
+    let mut plan = Plan {
+        dry_run: true,
+        rows: input.rows,
+        bulk: limits.bulk,
+        max_operations: limits.max_operations,
+        max_payload_size: limits.max_payload_size,
+        invalid: input.invalid.len() as u64,
+        skip: input.superseded.len() as u64,
+        invalid_rows: group(input.invalid.iter().map(|r| error_kind(&r.error))),
+        ..Plan::default()
+    };
+    let mut skips: Vec<String> =
+        input.superseded.iter().map(|_| "superseded by a later row for the same userName".into()).collect();
+    let mut unknown = Vec::new();
+    let create_inactive = engine.config().create_inactive;
+    for (op, found) in input.operations.iter().zip(found) {
+        match (found, op.user.active) {
+            (Ok(Some(_)), true) => plan.update += 1,
+            (Ok(Some(_)), false) => plan.deactivate += 1,
+            (Ok(None), true) => plan.create += 1,
+            (Ok(None), false) if create_inactive => plan.create += 1,
+            (Ok(None), false) => {
+                plan.skip += 1;
+                skips.push("no user with this userName exists, so there is nothing to deactivate".into());
+            }
+            (Err(e), _) => {
+                plan.unknown += 1;
+                unknown.push(scrub(&e.reason));
+            }
+        }
+    }
+    plan.skips = group(skips);
+    plan.unknown_reasons = group(unknown);
+    if let Some(path) = &args.report {
+        write_report(path, &input.report_lines())?;
+    }
+    if args.json {
+        // A struct of strings and numbers always serializes.
+        println!("{}", serde_json::to_string_pretty(&plan).unwrap_or_default());
+    } else {
+        print!("{}", text(&plan, &input.source));
+    }
+    let clean = plan.invalid == 0 && plan.unknown == 0;
+    Ok(if clean { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// One lookup, retried while the service throttles or fails transiently.
+async fn lookup(engine: &Engine, op: &Operation) -> Result<Option<String>, LookupError> {
+    let mut attempt = 0;
+    loop {
+        match engine.lookup_user(&op.user.user_name).await {
+            Err(e) if e.retryable && attempt + 1 < LOOKUP_ATTEMPTS => {
+                let backoff = Duration::from_secs(1 << attempt);
+                tokio::time::sleep(e.retry_after.unwrap_or(backoff).max(backoff)).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn text(plan: &Plan, source: &str) -> String {
+    let mut out = String::from("Dry run: nothing was changed.\n");
+    out.push_str(&if plan.bulk {
+        format!(
+            "Service: Bulk supported, up to {} operations and {} bytes per request\n",
+            plan.max_operations,
+            thousands(plan.max_payload_size as u64)
+        )
+    } else {
+        "Service: no Bulk support; one request per user\n".into()
+    });
+    out.push_str(&format!("Plan for {} rows of {source}:\n", thousands(plan.rows)));
+    for (label, n) in [
+        ("create", plan.create),
+        ("update", plan.update),
+        ("deactivate", plan.deactivate),
+        ("skip", plan.skip),
+        ("invalid", plan.invalid),
+        ("cannot tell", plan.unknown),
+    ] {
+        out.push_str(&format!("  {label:<13}{:>9}\n", thousands(n)));
+    }
+    for (title, reasons) in [
+        ("Skipped, by reason", &plan.skips),
+        ("Invalid rows, by reason", &plan.invalid_rows),
+        ("Lookups that failed, by reason", &plan.unknown_reasons),
+    ] {
+        if !reasons.is_empty() {
+            out.push_str(&format!("{title}:\n"));
+            for r in reasons {
+                out.push_str(&format!("  {:>7}  {}\n", thousands(r.count), r.reason));
+            }
+        }
+    }
+    out
+}

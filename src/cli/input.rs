@@ -1,0 +1,190 @@
+//! Reading a CSV file for the CLI: header mapping, valid users (the last row per userName wins),
+//! invalid and superseded rows, and their report lines. Parsing and validation are `sources`'.
+
+use crate::operation::Operation;
+use crate::report::ReportLine;
+use crate::sources::{last_lines_by_user, CsvSource, Field, FileError, RowError};
+use crate::user::User;
+
+/// A row that cannot be provisioned.
+#[derive(Debug, Clone)]
+pub struct InvalidRow {
+    /// Line of the record in the file (header is line 1).
+    pub line: u64,
+    /// What is wrong with it.
+    pub error: RowError,
+}
+
+/// A valid row replaced by a later row for the same userName.
+#[derive(Debug, Clone)]
+pub struct SupersededRow {
+    /// Line of the replaced row.
+    pub line: u64,
+    /// Line of the row that replaces it.
+    pub by: u64,
+    /// The user the replaced row held.
+    pub user: User,
+}
+
+/// A CSV file read and validated.
+#[derive(Debug, Clone)]
+pub struct Input {
+    /// Where it came from (path, or the demo's sample name).
+    pub source: String,
+    /// Header columns with the field each maps to (None: ignored).
+    pub columns: Vec<(String, Option<Field>)>,
+    /// The delimiter in use.
+    pub delimiter: u8,
+    /// Data records read (blank lines excluded).
+    pub rows: u64,
+    /// One operation per userName: its last valid row, in file order.
+    pub operations: Vec<Operation>,
+    /// Rows that failed validation.
+    pub invalid: Vec<InvalidRow>,
+    /// Valid rows replaced by a later row of the same userName.
+    pub superseded: Vec<SupersededRow>,
+}
+
+impl Input {
+    /// Reads `data` (the whole file) in two passes: last line per userName, then the rows.
+    pub fn read(data: &[u8], source: &str) -> Result<Self, FileError> {
+        let last = last_lines_by_user(data)?;
+        let reader = CsvSource::new(data)?;
+        let columns = reader.columns().map(|(h, f)| (h.to_owned(), f)).collect();
+        let delimiter = reader.delimiter();
+        let mut input = Input {
+            source: source.to_owned(),
+            columns,
+            delimiter,
+            rows: 0,
+            operations: Vec::new(),
+            invalid: Vec::new(),
+            superseded: Vec::new(),
+        };
+        for row in reader {
+            let row = row?;
+            input.rows += 1;
+            match row.result {
+                Err(error) => input.invalid.push(InvalidRow { line: row.line, error }),
+                Ok(user) => match last.superseded_by(&user, row.line) {
+                    Some(by) => input.superseded.push(SupersededRow { line: row.line, by, user }),
+                    None => input
+                        .operations
+                        .push(Operation::new(user, source, Some(row.line))),
+                },
+            }
+        }
+        Ok(input)
+    }
+
+    /// Column headers that map to no field.
+    pub fn unknown_columns(&self) -> Vec<&str> {
+        self.columns
+            .iter()
+            .filter(|(h, f)| f.is_none() && !h.is_empty())
+            .map(|(h, _)| h.as_str())
+            .collect()
+    }
+
+    /// Report lines for every invalid and superseded row.
+    pub fn report_lines(&self) -> Vec<ReportLine> {
+        let invalid = self.invalid.iter().map(|row| {
+            let mut line = ReportLine::new(self.source.clone(), "invalid", row.error.to_string());
+            line.row = Some(row.line);
+            line
+        });
+        let superseded = self.superseded.iter().map(|row| {
+            let reason = superseded_reason(row.by);
+            let mut line = ReportLine::new(self.source.clone(), "duplicate", reason);
+            line.row = Some(row.line);
+            line.user_name = Some(row.user.user_name.clone());
+            line
+        });
+        invalid.chain(superseded).collect()
+    }
+}
+
+/// The text of the header and the first `rows` data records (the demo's `--rows`).
+pub fn first_records(data: &str, rows: usize, delimiter: u8) -> &str {
+    // Records may span lines (quoted line breaks), so cut after the N-th record by parsing
+    // positions rather than counting lines.
+    let mut reader = ::csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .delimiter(delimiter)
+        .from_reader(data.as_bytes());
+    let mut record = ::csv::ByteRecord::new();
+    let mut end = None;
+    for _ in 0..rows {
+        match reader.read_byte_record(&mut record) {
+            Ok(true) => end = Some(reader.position().byte() as usize),
+            _ => return data,
+        }
+    }
+    match end {
+        Some(end) => data.get(..end).unwrap_or(data),
+        // Zero rows: the header line alone.
+        None => data.split_inclusive('\n').next().unwrap_or(data),
+    }
+}
+
+/// Why a superseded row is skipped.
+pub fn superseded_reason(by: u64) -> String {
+    format!("superseded by line {by}: the last row for a userName wins")
+}
+
+/// A short, data-free name for the kind of row error, to group errors in summaries.
+pub fn error_kind(error: &RowError) -> String {
+    match error {
+        RowError::Missing(field) => format!("{field} is empty"),
+        RowError::InvalidEmail { .. } => "email is not a valid address".into(),
+        RowError::InvalidUserName { .. } => "user_name cannot be used".into(),
+        RowError::InvalidActive { .. } => "active value not recognised".into(),
+        RowError::InvalidStatus { .. } => "status word not recognised".into(),
+        RowError::Conflict { .. } => "active and status disagree".into(),
+        RowError::DuplicateField(field) => format!("{field} given twice"),
+        RowError::FieldCount { .. } => "wrong number of fields".into(),
+        RowError::NotUtf8 { .. } => "not UTF-8 text".into(),
+        RowError::FieldTooLong { .. } => "field too long".into(),
+        RowError::InUser { error, .. } => error_kind(error),
+        RowError::WrongType { .. } | RowError::NotAnObject { .. } => "not a valid value".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CSV: &str = "Work Email,First Name,Last Name,Status,Cost Centre\n\
+        ada@example.com,Ada,Lovelace,Active,C1\n\
+        bad-email,Bad,Row,Active,C2\n\
+        \"grace@example.com\",\"Grace, RN\",Hopper,Active,C3\n\
+        Ada@Example.com,Ada,Byron,Leaver,C4\n";
+
+    #[test]
+    fn last_row_wins_and_invalid_rows_are_kept_with_lines() {
+        let input = Input::read(CSV.as_bytes(), "f.csv").unwrap();
+        assert_eq!(input.rows, 4);
+        let lines: Vec<_> = input.operations.iter().map(|o| o.row).collect();
+        assert_eq!(lines, [Some(4), Some(5)]);
+        assert_eq!(input.operations[0].user.first_name, "Grace, RN");
+        assert!(!input.operations[1].user.active);
+        assert_eq!(input.invalid[0].line, 3);
+        assert_eq!(error_kind(&input.invalid[0].error), "email is not a valid address");
+        assert_eq!((input.superseded[0].line, input.superseded[0].by), (2, 5));
+        assert_eq!(input.unknown_columns(), ["Cost Centre"]);
+        let report = input.report_lines();
+        assert_eq!(report.len(), 2);
+        assert_eq!(report[0].status, "invalid");
+        assert_eq!(report[1].status, "duplicate");
+        assert_eq!(report[1].row, Some(2));
+    }
+
+    #[test]
+    fn truncation_counts_records_not_lines() {
+        let text = "email,first_name,last_name\na@x.io,\"A\nB\",C\nb@x.io,B,C\n";
+        assert_eq!(first_records(text, 1, b','), "email,first_name,last_name\na@x.io,\"A\nB\",C\n");
+        assert_eq!(first_records(text, 0, b','), "email,first_name,last_name\n");
+        assert_eq!(first_records(text, 5, b','), text);
+    }
+}

@@ -1,0 +1,122 @@
+//! `provision`: a CSV file into a real SCIM service, in real time, until nothing is left to do.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::credentials::{credential_source, CredentialOptions};
+use super::input::Input;
+use super::progress::Progress;
+use super::queue::DelayQueue;
+use super::runner::{self, RunSettings};
+use super::summary::RunSummary;
+use super::{dry_run, read_file, write_report, ProvisionArgs, UpdateMethodArg, UsageError};
+use crate::engine::{Engine, EngineConfig, UpdateMethod};
+use crate::retry::RetryPolicy;
+use crate::scim::credentials::CredentialSource;
+use crate::scim::discovery::ProviderLimits;
+use crate::scim::http::Timeouts;
+
+/// Longest a single request may take; shorter when the cycle is short, so requests still fit.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs `provision` (or its dry run).
+pub async fn run(args: ProvisionArgs) -> Result<ExitCode, UsageError> {
+    let options = CredentialOptions {
+        file: args.credentials.clone(),
+        secret_id: args.secret_id.clone(),
+        env_json: std::env::var("SCIM_CREDENTIALS").ok().filter(|v| !v.trim().is_empty()),
+    };
+    let credentials = credential_source(&options).await?;
+    let name = args.csv.display().to_string();
+    let data = read_file(&args.csv)?;
+    let input = Input::read(&data, &name).map_err(|e| UsageError(format!("{name}: {e}")))?;
+    let cycle = cycle_length(args.cycle_seconds)?;
+    let engine = engine(&args, cycle, credentials)?;
+    let limits = preflight(&engine).await?;
+    if args.dry_run {
+        return dry_run::run(&engine, &input, limits, &args).await;
+    }
+
+    let started = Instant::now();
+    let queue = DelayQueue::new(1.0);
+    for operation in &input.operations {
+        queue.push(operation.clone(), Duration::ZERO);
+    }
+    let progress = Progress::new(input.rows, args.quiet);
+    let settings = RunSettings { batch: args.batch.max(1), cycle };
+    let pre_settled = (input.invalid.len() + input.superseded.len()) as u64;
+    let drained = runner::drain(&engine, &queue, settings, &progress, pre_settled).await;
+    progress.finish();
+    let drained = drained.map_err(|e| UsageError(e.to_string()))?;
+
+    let summary = RunSummary::of(&input, &drained, started.elapsed());
+    let mut report = input.report_lines();
+    report.extend(drained.report);
+    if let Some(path) = &args.report {
+        write_report(path, &report)?;
+    }
+    if args.json {
+        // A struct of strings and numbers always serializes.
+        println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+    } else {
+        print!("{}", summary.table());
+        match (&args.report, report.is_empty()) {
+            (Some(path), _) => println!("Report: {} line(s) in {}", report.len(), path.display()),
+            (None, false) => println!("Add --report FILE to get every skipped, failed or invalid row with its line and reason."),
+            (None, true) => {}
+        }
+    }
+    Ok(if summary.all_done() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The cycle deadline, which must leave room for a request.
+fn cycle_length(seconds: u64) -> Result<Duration, UsageError> {
+    if seconds < 2 {
+        return Err(UsageError("--cycle-seconds must be at least 2".into()));
+    }
+    Ok(Duration::from_secs(seconds))
+}
+
+fn engine(
+    args: &ProvisionArgs,
+    cycle: Duration,
+    credentials: Arc<dyn CredentialSource>,
+) -> Result<Engine, UsageError> {
+    if args.max_attempts == 0 {
+        return Err(UsageError("--max-attempts must be at least 1".into()));
+    }
+    let config = EngineConfig {
+        update_method: match args.update_method {
+            UpdateMethodArg::Put => UpdateMethod::Put,
+            UpdateMethodArg::Patch => UpdateMethod::Patch,
+        },
+        create_inactive: args.create_inactive,
+        retry: RetryPolicy { max_attempts: args.max_attempts, ..RetryPolicy::default() },
+        concurrency: args.concurrency.max(1),
+        requests_per_minute: args.requests_per_minute.filter(|n| *n > 0),
+        // The engine sends nothing that could end after the cycle's deadline.
+        timeouts: Timeouts { request: REQUEST_TIMEOUT.min(cycle / 2), ..Timeouts::default() },
+        ..EngineConfig::default()
+    };
+    Engine::new(config, credentials).map_err(|e| UsageError(e.to_string()))
+}
+
+/// Discovers the service's limits before any work, trying three times: a service that cannot
+/// answer this cannot be provisioned, and failing early beats retrying every row for minutes.
+pub async fn preflight(engine: &Engine) -> Result<ProviderLimits, UsageError> {
+    let mut last = String::new();
+    for wait in [1, 2, 0] {
+        match engine.discover().await {
+            Ok(limits) => return Ok(limits),
+            Err(reason) => last = reason,
+        }
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+    }
+    let hint = if last.contains("401") {
+        " (the credentials were refused: check the token, client or access key)"
+    } else {
+        ""
+    };
+    Err(UsageError(format!("cannot use the SCIM service: {last}{hint}")))
+}

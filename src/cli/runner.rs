@@ -1,0 +1,142 @@
+//! Drains the in-memory queue through the Lambda's pipeline, one bulk cycle at a time:
+//! each cycle takes the operations that are ready, and `pipeline::run_cycle` puts the ones to
+//! retry or defer back with their delay. Ctrl-C stops between cycles.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use super::progress::{Progress, Status};
+use super::queue::DelayQueue;
+use crate::engine::{Engine, EngineError};
+use crate::operation::{OperationResult, Outcome};
+use crate::pipeline::{self, Summary};
+use crate::report::ReportLine;
+
+/// How the queue is drained.
+#[derive(Debug, Clone, Copy)]
+pub struct RunSettings {
+    /// Operations per cycle at most.
+    pub batch: usize,
+    /// Each cycle's deadline, from its start.
+    pub cycle: Duration,
+}
+
+/// What draining the queue did.
+#[derive(Debug, Default)]
+pub struct Drained {
+    /// Counts over all cycles.
+    pub counts: Summary,
+    /// Report lines of failed and skipped operations.
+    pub report: Vec<ReportLine>,
+    /// Every operation's final result (not retry or deferred).
+    pub results: Vec<OperationResult>,
+    /// Cycles run.
+    pub cycles: u64,
+    /// Operations left in the queue (interrupted).
+    pub unfinished: u64,
+}
+
+/// Why the run stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A cycle could not run at all.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// Every request so far was refused with 401: retrying for minutes would not help.
+    #[error("the SCIM service answers 401 Unauthorized to every request: check the credentials (token, client or access key) and the base_url")]
+    Unauthorized,
+}
+
+/// Ctrl-C: the first press stops the run after the current cycle, a second one exits at once.
+struct Interrupt {
+    pressed: Arc<AtomicBool>,
+    notify: Arc<Notify>,
+}
+
+impl Interrupt {
+    fn listen() -> Self {
+        let pressed = Arc::new(AtomicBool::new(false));
+        let notify = Arc::new(Notify::new());
+        let (flag, wake) = (Arc::clone(&pressed), Arc::clone(&notify));
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_err() {
+                return;
+            }
+            flag.store(true, Ordering::Relaxed);
+            wake.notify_one();
+            eprintln!("\nInterrupted: finishing the current cycle (press Ctrl-C again to quit at once)");
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        });
+        Self { pressed, notify }
+    }
+
+    fn pressed(&self) -> bool {
+        self.pressed.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs cycles until the queue is empty (or Ctrl-C); `settled` rows were settled before
+/// (invalid or superseded) and count towards progress.
+pub async fn drain(
+    engine: &Engine,
+    queue: &DelayQueue,
+    settings: RunSettings,
+    progress: &Progress,
+    settled: u64,
+) -> Result<Drained, RunError> {
+    let interrupt = Interrupt::listen();
+    let mut drained = Drained::default();
+    let mut status = Status { settled, ..Status::default() };
+    while !interrupt.pressed() {
+        let batch = tokio::select! {
+            batch = queue.next_batch(settings.batch) => batch,
+            _ = interrupt.notify.notified() => break,
+        };
+        if batch.is_empty() {
+            break;
+        }
+        let sent = batch.len();
+        let deadline = Instant::now() + settings.cycle;
+        let cycle = pipeline::run_cycle(engine, batch, deadline, queue).await?;
+        drained.cycles += 1;
+        drained.counts.add(&cycle.summary);
+        drained.report.extend(cycle.report);
+        let all_unauthorized = refused_everything(&cycle.results);
+        let (again, done): (Vec<_>, Vec<_>) = cycle
+            .results
+            .into_iter()
+            .partition(|r| r.outcome.needs_requeue());
+        drained.results.extend(done);
+        if all_unauthorized && succeeded(&drained.counts) == 0 {
+            return Err(RunError::Unauthorized);
+        }
+        status = Status {
+            cycle: drained.cycles,
+            sent,
+            requeued: again.len(),
+            settled: status.settled + (sent - again.len()) as u64,
+            queued: queue.len(),
+            counts: drained.counts.clone(),
+        };
+        progress.cycle(&status);
+    }
+    drained.unfinished = queue.len() as u64;
+    Ok(drained)
+}
+
+fn succeeded(counts: &Summary) -> u64 {
+    counts.created + counts.updated + counts.deactivated
+}
+
+/// Whether every operation of a cycle came back for a retry after a 401.
+fn refused_everything(results: &[OperationResult]) -> bool {
+    !results.is_empty()
+        && results
+            .iter()
+            .all(|r| matches!(r.outcome, Outcome::Retry { status: Some(401), .. }))
+}

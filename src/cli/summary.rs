@@ -1,0 +1,272 @@
+//! The end-of-run summary: counts over all cycles, reasons grouped, as a table or JSON.
+//! Reasons are grouped without userNames or addresses: those go to the report file only.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::input::{error_kind, Input};
+use super::runner::Drained;
+use crate::mask::mask_email;
+use crate::pipeline::Summary;
+use crate::report::ReportLine;
+
+/// A reason and how many operations or rows it concerns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reason {
+    /// What happened, in words.
+    pub reason: String,
+    /// How many times.
+    pub count: u64,
+}
+
+/// What a whole run did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RunSummary {
+    /// Data rows read from the file.
+    pub rows: u64,
+    /// The pipeline's counts, summed over cycles (plus the file's invalid and superseded rows).
+    #[serde(flatten)]
+    pub counts: Summary,
+    /// Bulk cycles run.
+    pub cycles: u64,
+    /// Operations still queued when the run stopped (interrupted runs only).
+    pub unfinished: u64,
+    /// Wall-clock time of the run, in seconds.
+    pub wall_time_seconds: f64,
+    /// Permanent failures, grouped by reason.
+    pub failures: Vec<Reason>,
+    /// Skips, grouped by reason.
+    pub skips: Vec<Reason>,
+    /// Invalid rows, grouped by kind of error.
+    pub invalid_rows: Vec<Reason>,
+}
+
+/// Counts identical reasons, most frequent first (then alphabetically, for a stable order).
+pub fn group<I: IntoIterator<Item = String>>(reasons: I) -> Vec<Reason> {
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for reason in reasons {
+        *counts.entry(reason).or_default() += 1;
+    }
+    let mut grouped: Vec<Reason> = counts
+        .into_iter()
+        .map(|(reason, count)| Reason { reason, count })
+        .collect();
+    grouped.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
+    grouped
+}
+
+/// Groups the reasons of report lines with the given status.
+pub fn group_report(lines: &[ReportLine], status: &str) -> Vec<Reason> {
+    group(
+        lines
+            .iter()
+            .filter(|l| l.status == status)
+            .map(|l| match l.http_status {
+                Some(code) => format!("HTTP {code}: {}", scrub(&l.reason)),
+                None => scrub(&l.reason),
+            }),
+    )
+}
+
+/// Masks anything that looks like an email address: a server's error detail may quote one.
+pub fn scrub(text: &str) -> String {
+    text.split(' ')
+        .map(|word| {
+            if !word.contains('@') {
+                return word.to_string();
+            }
+            let core = word.trim_matches(|c: char| !c.is_alphanumeric());
+            word.replace(core, &mask_email(core))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl RunSummary {
+    /// The summary of a run over `input`: the pipeline's counts plus the file's invalid and
+    /// superseded rows.
+    pub fn of(input: &Input, drained: &Drained, elapsed: Duration) -> Self {
+        let mut counts = drained.counts.clone();
+        counts.invalid += input.invalid.len() as u64;
+        counts.skipped += input.superseded.len() as u64;
+        let superseded = input
+            .superseded
+            .iter()
+            .map(|_| "superseded by a later row for the same userName".to_string());
+        let skipped = drained
+            .report
+            .iter()
+            .filter(|l| l.status == "skipped")
+            .map(|l| scrub(&l.reason));
+        RunSummary {
+            rows: input.rows,
+            counts,
+            cycles: drained.cycles,
+            unfinished: drained.unfinished,
+            wall_time_seconds: 0.0,
+            failures: group_report(&drained.report, "failed"),
+            skips: group(skipped.chain(superseded)),
+            invalid_rows: group(input.invalid.iter().map(|r| error_kind(&r.error))),
+        }
+        .with_wall_time(elapsed)
+    }
+
+    /// Sets the wall time.
+    pub fn with_wall_time(mut self, elapsed: Duration) -> Self {
+        self.wall_time_seconds = (elapsed.as_secs_f64() * 10.0).round() / 10.0;
+        self
+    }
+
+    /// Whether every row was provisioned or deliberately skipped: nothing failed, nothing invalid.
+    pub fn all_done(&self) -> bool {
+        self.counts.failed == 0 && self.counts.invalid == 0 && self.unfinished == 0
+    }
+
+    /// The summary as an aligned table, one count per line, reasons indented below.
+    pub fn table(&self) -> String {
+        let c = &self.counts;
+        let mut out = String::from("Summary\n");
+        let mut row = |label: &str, value: String, note: &str| {
+            let _ = write!(out, "  {label:<15}{value:>9}");
+            if !note.is_empty() {
+                let _ = write!(out, "   {note}");
+            }
+            out.push('\n');
+        };
+        row("rows read", thousands(self.rows), "");
+        row("created", thousands(c.created), "");
+        row("updated", thousands(c.updated), "");
+        row("deactivated", thousands(c.deactivated), "");
+        row("skipped", thousands(c.skipped), "");
+        row("failed", thousands(c.failed), "");
+        row("invalid rows", thousands(c.invalid), "");
+        if self.unfinished > 0 {
+            row("not done", thousands(self.unfinished), "interrupted with work still queued");
+        }
+        row("retries", thousands(c.retried), "re-queued after 429/5xx/timeouts, with jittered backoff");
+        row("deferred", thousands(c.deferred), "re-queued unsent: cycle deadline or request rate");
+        row("429s met", thousands(c.throttled), "");
+        row("requests sent", thousands(c.requests), "");
+        row("cycles", thousands(self.cycles), "");
+        row("wall time", format!("{:.1} s", self.wall_time_seconds), "");
+        for (title, reasons) in [
+            ("Failed", &self.failures),
+            ("Skipped", &self.skips),
+            ("Invalid rows", &self.invalid_rows),
+        ] {
+            if reasons.is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "{title}, by reason:");
+            for r in reasons {
+                let _ = writeln!(out, "  {:>7}  {}", thousands(r.count), r.reason);
+            }
+        }
+        out
+    }
+}
+
+/// `1234567` as `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> RunSummary {
+        RunSummary {
+            rows: 1040,
+            counts: Summary {
+                created: 812,
+                updated: 131,
+                deactivated: 41,
+                skipped: 27,
+                failed: 2,
+                retried: 95,
+                deferred: 130,
+                throttled: 77,
+                invalid: 24,
+                requests: 402,
+            },
+            cycles: 14,
+            unfinished: 0,
+            wall_time_seconds: 0.0,
+            failures: group(["HTTP 400: bad".to_string(), "HTTP 400: bad".to_string()]),
+            skips: vec![],
+            invalid_rows: group(["status word not recognised".to_string()]),
+        }
+        .with_wall_time(Duration::from_millis(14_239))
+    }
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn grouping_counts_and_orders() {
+        let g = group(["b", "a", "b", "c", "a", "b"].map(String::from));
+        let flat: Vec<_> = g.iter().map(|r| (r.reason.as_str(), r.count)).collect();
+        assert_eq!(flat, [("b", 3), ("a", 2), ("c", 1)]);
+        let mut line = ReportLine::new("f", "failed", "no");
+        line.http_status = Some(400);
+        let lines = [line, ReportLine::new("f", "skipped", "x")];
+        assert_eq!(group_report(&lines, "failed")[0].reason, "HTTP 400: no");
+    }
+
+    #[test]
+    fn addresses_in_reasons_are_masked() {
+        assert_eq!(
+            scrub("userName \"ada@example.com\" is taken; ask bob@x.io."),
+            "userName \"a***@example.com\" is taken; ask b***@x.io."
+        );
+        assert_eq!(scrub("HTTP 503"), "HTTP 503");
+    }
+
+    #[test]
+    fn table_lists_every_count_and_the_reasons() {
+        let text = sample().table();
+        for expected in [
+            "  rows read          1,040\n",
+            "  created              812\n",
+            "  deactivated           41\n",
+            "  failed                 2\n",
+            "  invalid rows          24\n",
+            "  429s met              77\n",
+            "  requests sent        402\n",
+            "  wall time         14.2 s\n",
+            "Failed, by reason:\n        2  HTTP 400: bad\n",
+            "Invalid rows, by reason:\n        1  status word not recognised\n",
+        ] {
+            assert!(text.contains(expected), "{expected:?} not in\n{text}");
+        }
+        assert!(!text.contains("Skipped, by reason"));
+        assert!(!text.contains("not done"));
+    }
+
+    #[test]
+    fn json_has_flat_counts() {
+        let value = serde_json::to_value(sample()).unwrap();
+        assert_eq!(value["created"], 812);
+        assert_eq!(value["throttled"], 77);
+        assert_eq!(value["wall_time_seconds"], 14.2);
+        assert_eq!(value["failures"][0]["count"], 2);
+        assert!(!sample().all_done());
+    }
+}

@@ -1,0 +1,119 @@
+//! `validate`: what the file's header maps to and which rows are invalid, offline.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use serde::Serialize;
+
+use super::input::{error_kind, Input};
+use super::summary::{group, thousands, Reason};
+use super::{read_file, UsageError};
+
+/// One header column and the field it maps to.
+#[derive(Debug, Serialize)]
+struct Column<'a> {
+    header: &'a str,
+    field: Option<&'static str>,
+}
+
+/// One row-level finding.
+#[derive(Debug, Serialize)]
+struct Finding {
+    line: u64,
+    reason: String,
+}
+
+/// The JSON form of the result.
+#[derive(Debug, Serialize)]
+struct Report<'a> {
+    file: String,
+    delimiter: String,
+    columns: Vec<Column<'a>>,
+    rows: u64,
+    valid: usize,
+    invalid: Vec<Finding>,
+    invalid_by_kind: Vec<Reason>,
+    superseded: Vec<Finding>,
+}
+
+/// Runs `validate`: exit 0 if every row is valid, 1 if some are not.
+pub fn run(path: &Path, json: bool) -> Result<ExitCode, UsageError> {
+    let data = read_file(path)?;
+    let input = Input::read(&data, &path.display().to_string())
+        .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+    let report = Report {
+        file: input.source.clone(),
+        delimiter: delimiter_name(input.delimiter),
+        columns: input
+            .columns
+            .iter()
+            .map(|(header, field)| Column { header, field: field.map(|f| f.name()) })
+            .collect(),
+        rows: input.rows,
+        valid: input.operations.len() + input.superseded.len(),
+        invalid: input
+            .invalid
+            .iter()
+            .map(|r| Finding { line: r.line, reason: r.error.to_string() })
+            .collect(),
+        invalid_by_kind: group(input.invalid.iter().map(|r| error_kind(&r.error))),
+        superseded: input
+            .superseded
+            .iter()
+            .map(|r| Finding { line: r.line, reason: super::input::superseded_reason(r.by) })
+            .collect(),
+    };
+    if json {
+        // A struct of strings and numbers always serializes.
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        print!("{}", text(&report));
+    }
+    Ok(if report.invalid.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn delimiter_name(delimiter: u8) -> String {
+    match delimiter {
+        b'\t' => "tab".into(),
+        other => (other as char).to_string(),
+    }
+}
+
+fn text(report: &Report<'_>) -> String {
+    let mut out = format!("File: {} (delimiter \"{}\")\nColumns:\n", report.file, report.delimiter);
+    let width = report.columns.iter().map(|c| c.header.chars().count()).max().unwrap_or(0);
+    for column in &report.columns {
+        let target = match column.field {
+            Some(field) => format!("-> {field}"),
+            None => "(ignored: matches no field)".into(),
+        };
+        let pad = width - column.header.chars().count();
+        out.push_str(&format!("  {}{}  {target}\n", column.header, " ".repeat(pad)));
+    }
+    out.push_str(&format!(
+        "Rows: {} read, {} valid, {} invalid",
+        thousands(report.rows),
+        thousands(report.valid as u64),
+        thousands(report.invalid.len() as u64),
+    ));
+    if !report.superseded.is_empty() {
+        out.push_str(&format!(
+            ", {} replaced by a later row for the same userName",
+            thousands(report.superseded.len() as u64)
+        ));
+    }
+    out.push('\n');
+    if !report.invalid.is_empty() {
+        out.push_str("Invalid rows:\n");
+        for finding in &report.invalid {
+            out.push_str(&format!("  line {}: {}\n", finding.line, finding.reason));
+        }
+    }
+    if !report.superseded.is_empty() {
+        out.push_str("Replaced rows (not errors):\n");
+        for finding in &report.superseded {
+            out.push_str(&format!("  line {}: {}\n", finding.line, finding.reason));
+        }
+    }
+    out
+}

@@ -1,0 +1,54 @@
+//! Which answers are permanent and which are worth retrying.
+
+use crate::scim::request::SubReply;
+
+/// Statuses worth retrying: timeouts, too early, throttling, server errors.
+pub fn is_retryable(status: u16) -> bool {
+    matches!(status, 408 | 425 | 429) || (500..600).contains(&status)
+}
+
+/// A permanent failure's words: the server's `detail`, else what the status means for a user.
+pub fn failure_detail(reply: &SubReply) -> String {
+    if let (_, Some(detail)) = reply.error() {
+        return detail;
+    }
+    match reply.status {
+        400 => "the service rejected the request as invalid".into(),
+        403 => "the credentials are not allowed to do this".into(),
+        404 => "the user no longer exists (deleted since the lookup?)".into(),
+        409 => "a uniqueness conflict the lookup could not resolve".into(),
+        413 => "the operation alone is larger than the service's maxPayloadSize".into(),
+        422 => "the service could not process the user's attributes".into(),
+        s if (300..400).contains(&s) => {
+            "the service answered with a redirect, which is not followed with credentials".into()
+        }
+        s => format!("the service answered HTTP {s}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_and_permanent_statuses() {
+        for s in [408, 425, 429, 500, 502, 503, 504, 599] {
+            assert!(is_retryable(s), "{s}");
+        }
+        for s in [200, 301, 400, 401, 403, 404, 409, 413, 422] {
+            assert!(!is_retryable(s), "{s}");
+        }
+    }
+
+    #[test]
+    fn detail_prefers_the_server_words() {
+        let with = SubReply {
+            status: 400,
+            location: None,
+            body: Some(serde_json::json!({"detail": "userName is required"})),
+        };
+        assert_eq!(failure_detail(&with), "userName is required");
+        let without = SubReply { status: 302, location: None, body: None };
+        assert!(failure_detail(&without).contains("redirect"));
+    }
+}

@@ -1,0 +1,188 @@
+//! The phases of a cycle: create, look up what exists, update or deactivate it.
+
+use serde_json::json;
+
+use super::classify::{failure_detail, is_retryable};
+use super::dispatch::LookupResult;
+use super::{Cycle, UpdateMethod};
+use crate::mask::mask_email;
+use crate::operation::{Operation, Outcome};
+use crate::scim::request::{SubOp, SubReply, SubResult, Verb};
+use crate::scim::resource::Lookup;
+
+const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+
+/// What the update phase does for a user found by lookup.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Update {
+    Replace,
+    Deactivate,
+}
+
+impl Cycle<'_> {
+    /// Runs the phases; one outcome per operation, in order.
+    pub(super) async fn run(&self, ops: &[Operation]) -> Vec<Outcome> {
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; ops.len()];
+        supersede_duplicates(ops, &mut outcomes);
+        let create_inactive = self.engine.config.create_inactive;
+
+        // Phase 1: create active users (and inactive ones if so configured); 409 means "exists".
+        let creates: Vec<SubOp> = (0..ops.len())
+            .filter(|&k| outcomes[k].is_none() && (ops[k].user.active || create_inactive))
+            .map(|k| SubOp {
+                key: k,
+                verb: Verb::Post,
+                path: "/Users".into(),
+                data: ops[k].user.to_scim(),
+            })
+            .collect();
+        let mut to_find: Vec<usize> = (0..ops.len())
+            .filter(|&k| outcomes[k].is_none() && !ops[k].user.active && !create_inactive)
+            .collect();
+        for (key, result) in self.dispatch(creates).await {
+            match result {
+                SubResult::Reply(r) if (200..300).contains(&r.status) => {
+                    outcomes[key] = Some(Outcome::Created {
+                        id: r.resource_id().unwrap_or_default(),
+                    });
+                }
+                SubResult::Reply(r) if r.status == 409 => to_find.push(key),
+                other => outcomes[key] = Some(self.unsuccessful(&ops[key], other)),
+            }
+        }
+
+        // Phase 2: look up who exists.
+        to_find.sort_unstable();
+        let names = to_find
+            .iter()
+            .map(|&k| (k, ops[k].user.user_name.clone()))
+            .collect();
+        let mut updates = Vec::new();
+        for (key, found) in self.lookups(names).await {
+            let op = &ops[key];
+            let action = if op.user.active { Update::Replace } else { Update::Deactivate };
+            match found {
+                LookupResult::Answer(Lookup::Found(id)) => updates.push(self.update_op(key, op, &id, action)),
+                LookupResult::Answer(Lookup::NotFound) if action == Update::Deactivate && !create_inactive => {
+                    outcomes[key] = Some(Outcome::Skipped {
+                        reason: "no user with this userName exists, so there is nothing to deactivate".into(),
+                    });
+                }
+                LookupResult::Answer(Lookup::NotFound) => {
+                    outcomes[key] = Some(Outcome::Failed {
+                        status: Some(409),
+                        scim_type: Some("uniqueness".into()),
+                        detail: "the service reported a conflict but has no user with this userName: another unique attribute (email, externalId) belongs to someone else".into(),
+                    });
+                }
+                LookupResult::Answer(Lookup::Ambiguous(n)) => {
+                    outcomes[key] = Some(Outcome::Failed {
+                        status: Some(409),
+                        scim_type: Some("uniqueness".into()),
+                        detail: format!("{n} users match this userName case-insensitively; not guessing which to update"),
+                    });
+                }
+                LookupResult::Failed(result) => outcomes[key] = Some(self.unsuccessful(op, result)),
+            }
+        }
+
+        // Phase 3: update or deactivate the users found.
+        for (key, result) in self.dispatch(updates).await {
+            let op = &ops[key];
+            outcomes[key] = Some(match result {
+                SubResult::Reply(r) if (200..300).contains(&r.status) => {
+                    let id = r.resource_id().unwrap_or_default();
+                    if op.user.active {
+                        Outcome::Updated { id }
+                    } else {
+                        Outcome::Deactivated { id }
+                    }
+                }
+                other => self.unsuccessful(op, other),
+            });
+        }
+
+        for (op, outcome) in ops.iter().zip(&outcomes) {
+            if let Some(o) = outcome {
+                tracing::debug!(user = %mask_email(&op.user.user_name), outcome = o.kind(), "operation done");
+            }
+        }
+        outcomes
+            .into_iter()
+            .enumerate()
+            .map(|(k, o)| {
+                o.unwrap_or_else(|| {
+                    // Every path above sets an outcome; this keeps an operation from vanishing if one is missed.
+                    self.retry(&ops[k], None, "no outcome was recorded for this operation", None)
+                })
+            })
+            .collect()
+    }
+
+    fn update_op(&self, key: usize, op: &Operation, id: &str, action: Update) -> SubOp {
+        let path = format!("/Users/{id}");
+        let (verb, data) = match (action, self.engine.config.update_method) {
+            (Update::Deactivate, _) => (
+                Verb::Patch,
+                json!({"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "active", "value": false}]}),
+            ),
+            (Update::Replace, UpdateMethod::Put) => {
+                let mut doc = op.user.to_scim();
+                doc["id"] = json!(id);
+                (Verb::Put, doc)
+            }
+            (Update::Replace, UpdateMethod::Patch) => {
+                let mut value = op.user.to_scim();
+                if let Some(obj) = value.as_object_mut() {
+                    obj.remove("schemas");
+                }
+                (
+                    Verb::Patch,
+                    json!({"schemas": [PATCH_OP], "Operations": [{"op": "replace", "value": value}]}),
+                )
+            }
+        };
+        SubOp { key, verb, path, data }
+    }
+
+    /// The outcome of anything but success: deferred, retry, or a permanent failure.
+    fn unsuccessful(&self, op: &Operation, result: SubResult) -> Outcome {
+        match result {
+            SubResult::Deferred(delay) => Outcome::Deferred {
+                reason: "not sent: the cycle's deadline or request rate budget would be passed".into(),
+                delay,
+            },
+            SubResult::Transient { status, reason, retry_after } => {
+                self.retry(op, status, &reason, retry_after)
+            }
+            SubResult::Reply(r) if is_retryable(r.status) => {
+                let reason = failure_detail(&r);
+                self.retry(op, Some(r.status), &reason, None)
+            }
+            SubResult::Reply(r) => permanent(&r),
+        }
+    }
+}
+
+fn permanent(reply: &SubReply) -> Outcome {
+    Outcome::Failed {
+        status: Some(reply.status),
+        scim_type: reply.error().0,
+        detail: failure_detail(reply),
+    }
+}
+
+/// Several operations for one userName (case-insensitively) in a cycle: the last one wins.
+fn supersede_duplicates(ops: &[Operation], outcomes: &mut [Option<Outcome>]) {
+    let mut last = std::collections::HashMap::new();
+    for (k, op) in ops.iter().enumerate() {
+        last.insert(op.user.key(), k);
+    }
+    for (k, op) in ops.iter().enumerate() {
+        if last.get(&op.user.key()) != Some(&k) {
+            outcomes[k] = Some(Outcome::Skipped {
+                reason: "superseded by a later operation for the same userName".into(),
+            });
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! EventBridge: reruns of a CSV (scheduled or custom events with `detail` `{"bucket", "key"}`
+//! or `{"bucket", "prefix"}` for the newest object under it) and S3 "Object Created" events
+//! (`detail` `{"bucket": {"name"}, "object": {"key"}}`, keys not URL-encoded).
+
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use super::s3::{process, ObjectRef};
+use super::{HandlerError, Invocation, State};
+use crate::pipeline::Summary;
+
+/// What the event's detail names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Target {
+    /// One object.
+    Object(ObjectRef),
+    /// The newest object under a prefix.
+    Newest { bucket: String, prefix: String },
+}
+
+/// Reads the target from `detail`.
+pub(super) fn target(detail: &Value) -> Result<Target, HandlerError> {
+    let text = |v: &Value| {
+        v.as_str()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    let bucket = text(&detail["bucket"]).or_else(|| text(&detail["bucket"]["name"]));
+    let key = text(&detail["key"]).or_else(|| text(&detail["object"]["key"]));
+    let version_id = text(&detail["object"]["version-id"]);
+    let prefix = detail["prefix"].as_str().map(str::to_string);
+    match (bucket, key, prefix) {
+        (Some(bucket), Some(key), _) => Ok(Target::Object(ObjectRef { bucket, key, version_id })),
+        (Some(bucket), None, Some(prefix)) => Ok(Target::Newest { bucket, prefix }),
+        _ => Err(HandlerError::BadEvent(
+            "the EventBridge detail must name a \"bucket\" and a \"key\" (or a \"prefix\" to rerun its newest object)".into(),
+        )),
+    }
+}
+
+/// Handles an EventBridge event: provisions the object it names.
+pub(super) async fn handle(
+    state: &State,
+    invocation: &Invocation,
+    deadline: Instant,
+    event: Value,
+    summary: &mut Summary,
+) -> Result<Value, HandlerError> {
+    let detail_type = event["detail-type"].as_str().unwrap_or_default();
+    tracing::info!(detail_type, "EventBridge event");
+    let object = match target(&event["detail"])? {
+        Target::Object(object) => object,
+        Target::Newest { bucket, prefix } => {
+            match state.s3.newest_object(&bucket, &prefix).await? {
+                Some(key) => ObjectRef {
+                    bucket,
+                    key,
+                    version_id: None,
+                },
+                None => {
+                    tracing::warn!(
+                        bucket,
+                        prefix,
+                        "no object under the prefix: nothing to rerun"
+                    );
+                    return Ok(json!({"bucket": bucket, "prefix": prefix, "objects": []}));
+                }
+            }
+        }
+    };
+    let result = process(state, invocation, deadline, &object, summary).await?;
+    Ok(json!({ "objects": [result] }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn details_name_an_object_or_a_prefix() {
+        let object = |bucket: &str, key: &str, version: Option<&str>| {
+            Target::Object(ObjectRef {
+                bucket: bucket.into(),
+                key: key.into(),
+                version_id: version.map(Into::into),
+            })
+        };
+        assert_eq!(
+            target(&json!({"bucket": "b", "key": "in/a b.csv"})).unwrap(),
+            object("b", "in/a b.csv", None)
+        );
+        assert_eq!(
+            target(&json!({"bucket": "b", "prefix": "incoming/"})).unwrap(),
+            Target::Newest {
+                bucket: "b".into(),
+                prefix: "incoming/".into()
+            }
+        );
+        let s3 =
+            json!({"bucket": {"name": "b"}, "object": {"key": "in/x.csv", "version-id": "v1"}});
+        assert_eq!(target(&s3).unwrap(), object("b", "in/x.csv", Some("v1")));
+        assert!(matches!(
+            target(&json!({"key": "k"})),
+            Err(HandlerError::BadEvent(_))
+        ));
+        assert!(matches!(
+            target(&json!({"bucket": "b"})),
+            Err(HandlerError::BadEvent(_))
+        ));
+    }
+}

@@ -1,0 +1,419 @@
+//! CSV objects (S3 uploads and EventBridge reruns): read twice, streamed (the last row per
+//! userName, then the rows); the first rows are provisioned in this invocation, the rest are
+//! enqueued to the work queue while reading, deferred at the rate limit, so memory stays flat.
+
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::event::s3::S3Event;
+use percent_encoding::percent_decode_str;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use super::{reports, HandlerError, Invocation, State};
+use crate::aws::s3::ObjectReader;
+use crate::operation::Operation;
+use crate::pipeline::{self, Requeue, Summary, WorkQueue};
+use crate::report::ReportLine;
+use crate::retry::MAX_DELAY;
+use crate::sources::{last_lines_by_user, CsvSource, FileError, LastLines, Row};
+
+/// Deferred operations enqueued per SendMessageBatch-sized flush (10 messages of 50).
+const FLUSH_OPERATIONS: usize = 500;
+/// Spacing of deferred requests when the rate is unlimited, so they do not all arrive at once.
+const UNLIMITED_SECONDS_PER_REQUEST: f64 = 1.0;
+/// Reports are written here; objects under it are never read as input (no report loops).
+const REPORTS_PREFIX: &str = "reports/";
+
+/// An object to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ObjectRef {
+    pub bucket: String,
+    pub key: String,
+    /// The version named by the event, if the bucket is versioned.
+    pub version_id: Option<String>,
+}
+
+/// An S3 key from an event notification: `+` is a space, then percent-decoding.
+pub(super) fn decode_key(raw: &str) -> String {
+    percent_decode_str(&raw.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// When the deferred operation at `position` (among the file's operations) may be sent: one
+/// request per `ops_per_request` operations, spaced at the rate limit; at most 900 s.
+pub(super) fn deferral_delay(
+    position: usize,
+    ops_per_request: usize,
+    rpm: Option<u32>,
+) -> Duration {
+    let request = (position / ops_per_request.max(1)) as f64;
+    let per_request = match rpm {
+        Some(rpm) if rpm > 0 => 60.0 / f64::from(rpm),
+        _ => UNLIMITED_SECONDS_PER_REQUEST,
+    };
+    Duration::from_secs_f64(request * per_request).min(MAX_DELAY)
+}
+
+/// Handles an S3 notification: every record's object in turn; the first failure is returned
+/// after all were tried, so Lambda retries the event (operations upsert: that is safe).
+pub(super) async fn handle(
+    state: &State,
+    invocation: &Invocation,
+    deadline: Instant,
+    event: Value,
+    summary: &mut Summary,
+) -> Result<Value, HandlerError> {
+    let event: S3Event = serde_json::from_value(event).map_err(|e| {
+        HandlerError::BadEvent(format!("not an S3 notification ({})", e.classify_text()))
+    })?;
+    let mut objects = Vec::new();
+    let mut first_error = None;
+    for record in event.records {
+        let name = record.event_name.unwrap_or_default();
+        if !name.starts_with("ObjectCreated") {
+            tracing::info!(event_name = %name, "ignoring an S3 event that is not ObjectCreated");
+            continue;
+        }
+        let (Some(bucket), Some(raw_key)) = (record.s3.bucket.name, record.s3.object.key) else {
+            first_error.get_or_insert(HandlerError::BadEvent(
+                "an S3 record has no bucket name or object key".into(),
+            ));
+            continue;
+        };
+        let object = ObjectRef {
+            bucket,
+            key: decode_key(&raw_key),
+            version_id: record
+                .s3
+                .object
+                .version_id
+                .filter(|v| !v.is_empty() && v != "null"),
+        };
+        match process(state, invocation, deadline, &object, summary).await {
+            Ok(result) => objects.push(result),
+            Err(error) => {
+                tracing::error!(bucket = %object.bucket, key = %object.key, %error, "the object was not fully processed");
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    match first_error {
+        Some(error) => Err(error),
+        None => Ok(json!({ "objects": objects })),
+    }
+}
+
+/// serde_json's error category and position, never the offending text (it may be personal data).
+trait ClassifyText {
+    fn classify_text(&self) -> String;
+}
+
+impl ClassifyText for serde_json::Error {
+    fn classify_text(&self) -> String {
+        let what = match self.classify() {
+            serde_json::error::Category::Data => "a field is missing or has the wrong type",
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                "invalid JSON"
+            }
+            serde_json::error::Category::Io => "unreadable",
+        };
+        what.to_string()
+    }
+}
+
+/// What the reading thread hands over.
+enum Item {
+    UnknownColumns(Vec<String>),
+    Row(Row),
+    Failed(FileError),
+}
+
+/// Second pass, on a blocking thread: streams the rows into `tx` until the end or the receiver goes.
+fn read_rows(reader: ObjectReader, tx: mpsc::Sender<Item>) {
+    let source = match CsvSource::new(reader) {
+        Ok(source) => source,
+        Err(error) => {
+            let _ = tx.blocking_send(Item::Failed(error));
+            return;
+        }
+    };
+    if !source.unknown_columns().is_empty()
+        && tx
+            .blocking_send(Item::UnknownColumns(source.unknown_columns().to_vec()))
+            .is_err()
+    {
+        return;
+    }
+    for row in source {
+        let item = row.map_or_else(Item::Failed, Item::Row);
+        if tx.blocking_send(item).is_err() {
+            return;
+        }
+    }
+}
+
+/// The rows of a file as they arrive: invalid and superseded ones become report lines.
+struct Rows {
+    source: String,
+    last: LastLines,
+    rx: mpsc::Receiver<Item>,
+    rows: u64,
+    invalid: u64,
+    duplicates: u64,
+    report: Vec<ReportLine>,
+    failure: Option<FileError>,
+}
+
+impl Rows {
+    /// The next valid, last-of-its-userName row as an operation; None at the end of the file.
+    async fn next_operation(&mut self) -> Option<Operation> {
+        while let Some(item) = self.rx.recv().await {
+            let row = match item {
+                Item::Row(row) => row,
+                Item::Failed(error) => {
+                    self.failure = Some(error);
+                    continue;
+                }
+                Item::UnknownColumns(columns) => {
+                    let list = columns
+                        .iter()
+                        .map(|c| format!("{c:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let reason = format!("columns that match no field were ignored: {list}");
+                    self.report
+                        .push(ReportLine::new(self.source.clone(), "ignored", reason));
+                    continue;
+                }
+            };
+            self.rows += 1;
+            let user = match row.result {
+                Ok(user) => user,
+                Err(error) => {
+                    self.invalid += 1;
+                    let mut line =
+                        ReportLine::new(self.source.clone(), "invalid", error.to_string());
+                    line.row = Some(row.line);
+                    self.report.push(line);
+                    continue;
+                }
+            };
+            if let Some(by) = self.last.superseded_by(&user, row.line) {
+                self.duplicates += 1;
+                let reason = format!("userName appears again on line {by}; the last row wins");
+                let mut line = ReportLine::new(self.source.clone(), "duplicate", reason);
+                line.row = Some(row.line);
+                line.user_name = Some(user.user_name);
+                self.report.push(line);
+                continue;
+            }
+            return Some(Operation::new(user, self.source.clone(), Some(row.line)));
+        }
+        None
+    }
+}
+
+/// Reads one CSV object and provisions it (partly now, the rest through the work queue).
+pub(super) async fn process(
+    state: &State,
+    invocation: &Invocation,
+    deadline: Instant,
+    object: &ObjectRef,
+    summary: &mut Summary,
+) -> Result<Value, HandlerError> {
+    let source = format!("s3://{}/{}", object.bucket, object.key);
+    let span = tracing::info_span!("object", %source);
+    process_source(state, invocation, deadline, object, source, summary)
+        .instrument(span)
+        .await
+}
+
+async fn process_source(
+    state: &State,
+    invocation: &Invocation,
+    deadline: Instant,
+    object: &ObjectRef,
+    source: String,
+    summary: &mut Summary,
+) -> Result<Value, HandlerError> {
+    if object.key.starts_with(REPORTS_PREFIX) {
+        tracing::warn!("ignoring an object under reports/: reports are not input");
+        return Ok(json!({"source": source, "ignored": "reports are not input"}));
+    }
+    let (bucket, key, version) = (&object.bucket, &object.key, object.version_id.as_deref());
+    let incomplete = |problem: String| HandlerError::Incomplete {
+        origin: source.clone(),
+        problem,
+    };
+    // First pass: the last row of every userName, so earlier ones can be reported as they come.
+    let first = state.s3.open(bucket, key, version, None).await?;
+    let etag = first.etag;
+    let reader = first.reader;
+    let last = tokio::task::spawn_blocking(move || last_lines_by_user(reader))
+        .await
+        .map_err(|e| incomplete(format!("the reading thread failed: {e}")))?;
+    let last = match last {
+        Ok(last) => last,
+        Err(error @ FileError::Read { .. }) => return Err(incomplete(error.to_string())),
+        Err(error) => return reject(state, invocation, source, error, summary).await,
+    };
+    // Second pass, on the version just read: rows stream through a bounded channel.
+    let second = state.s3.open(bucket, key, version, etag.as_deref()).await?;
+    let (tx, rx) = mpsc::channel(256);
+    let reading = tokio::task::spawn_blocking(move || read_rows(second.reader, tx));
+    let mut rows = Rows {
+        source: source.clone(),
+        last,
+        rx,
+        rows: 0,
+        invalid: 0,
+        duplicates: 0,
+        report: Vec::new(),
+        failure: None,
+    };
+    let now_count = state.config.s3_cycle_max_operations;
+    let mut operations = Vec::new();
+    while operations.len() < now_count {
+        match rows.next_operation().await {
+            Some(op) => operations.push(op),
+            None => break,
+        }
+    }
+    let in_cycle = operations.len();
+    // The cycle runs while the rest of the file is read and enqueued.
+    let cycle = pipeline::run_cycle(&state.engine, operations, deadline, &state.queue);
+    let defer = defer_rest(state, &mut rows, in_cycle);
+    let (settled, (deferred, lost)) = tokio::join!(cycle, defer);
+    reading
+        .await
+        .map_err(|e| incomplete(format!("the reading thread failed: {e}")))?;
+    let settled = settled?;
+
+    summary.add(&settled.summary);
+    summary.deferred += deferred as u64;
+    summary.invalid += rows.invalid;
+    summary.skipped += rows.duplicates;
+    let mut report = rows.report;
+    report.extend(settled.report.iter().cloned());
+    report.sort_by_key(|line| line.row.unwrap_or(u64::MAX));
+    let written = reports::write(state, &source, &invocation.request_id, &report).await;
+
+    let mut problems = Vec::new();
+    if let Some(error) = &rows.failure {
+        problems.push(error.to_string());
+    }
+    if !settled.unsettled.is_empty() {
+        problems.push(format!(
+            "{} operations could not be re-enqueued",
+            settled.unsettled.len()
+        ));
+    }
+    if lost > 0 {
+        problems.push(format!("{lost} deferred operations could not be enqueued"));
+    }
+    if let Err(error) = &written {
+        problems.push(format!("the report could not be written: {error}"));
+    }
+    if !problems.is_empty() {
+        return Err(incomplete(problems.join("; ")));
+    }
+    Ok(json!({
+        "source": source,
+        "rows": rows.rows,
+        "invalid": rows.invalid,
+        "duplicates": rows.duplicates,
+        "provisioned_now": in_cycle,
+        "deferred_to_queue": deferred,
+        "summary": settled.summary,
+        "report": written.ok().flatten(),
+    }))
+}
+
+/// Enqueues every remaining operation, deferred at the rate limit, a flush at a time;
+/// returns how many were enqueued and how many could not be.
+async fn defer_rest(state: &State, rows: &mut Rows, first_position: usize) -> (usize, usize) {
+    let (ops_per_request, rpm) = (
+        state.config.max_operations,
+        state.config.requests_per_minute,
+    );
+    let mut position = first_position;
+    let mut batch: Vec<Requeue> = Vec::with_capacity(FLUSH_OPERATIONS);
+    let (mut enqueued, mut lost) = (0, 0);
+    loop {
+        let next = rows.next_operation().await;
+        let end = next.is_none();
+        if let Some(operation) = next {
+            let delay = deferral_delay(position, ops_per_request, rpm);
+            batch.push(Requeue { operation, delay });
+            position += 1;
+        }
+        if batch.len() >= FLUSH_OPERATIONS || (end && !batch.is_empty()) {
+            let failed = state.queue.enqueue(&batch).await.len();
+            enqueued += batch.len() - failed;
+            lost += failed;
+            batch.clear();
+        }
+        if end {
+            break;
+        }
+    }
+    if enqueued > 0 {
+        tracing::info!(
+            operations = enqueued,
+            "rows past S3_CYCLE_MAX_OPERATIONS enqueued to the work queue, deferred"
+        );
+    }
+    (enqueued, lost)
+}
+
+/// A file that cannot be read at all (missing column, not CSV): one report line, nothing sent.
+async fn reject(
+    state: &State,
+    invocation: &Invocation,
+    source: String,
+    error: FileError,
+    summary: &mut Summary,
+) -> Result<Value, HandlerError> {
+    tracing::warn!(%error, "the file is rejected whole; nothing was sent");
+    summary.invalid += 1;
+    let line = ReportLine::new(source.clone(), "rejected", error.to_string());
+    let report = reports::write(state, &source, &invocation.request_id, &[line])
+        .await
+        .map_err(|e| HandlerError::Incomplete {
+            origin: source.clone(),
+            problem: format!(
+                "the file is rejected ({error}) but the report could not be written: {e}"
+            ),
+        })?;
+    Ok(json!({"source": source, "rejected": error.to_string(), "report": report}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_url_decoded() {
+        assert_eq!(
+            decode_key("incoming/hr+export.csv"),
+            "incoming/hr export.csv"
+        );
+        assert_eq!(decode_key("a%2Bb%20c.csv"), "a+b c.csv");
+        assert_eq!(decode_key("caf%C3%A9.csv"), "café.csv");
+        assert_eq!(decode_key("plain.csv"), "plain.csv");
+    }
+
+    #[test]
+    fn deferrals_follow_the_rate_limit() {
+        // 60 requests a minute, 50 operations a request: one second per 50 operations.
+        assert_eq!(deferral_delay(0, 50, Some(60)), Duration::ZERO);
+        assert_eq!(deferral_delay(49, 50, Some(60)), Duration::ZERO);
+        assert_eq!(deferral_delay(50, 50, Some(60)), Duration::from_secs(1));
+        assert_eq!(deferral_delay(500, 50, Some(6)), Duration::from_secs(100));
+        assert_eq!(deferral_delay(1_000_000, 50, Some(6)), MAX_DELAY);
+        assert_eq!(deferral_delay(250, 50, None), Duration::from_secs(5));
+        assert_eq!(deferral_delay(10, 0, Some(0)), Duration::from_secs(10));
+    }
+}

@@ -1,0 +1,24 @@
+//! scim-bulk-provisioner: provision users into a SCIM 2.0 service in bulk.
+//!
+//! The engine ([`engine`], [`scim`], [`retry`], [`budget`]) is plain Rust with no AWS types;
+//! [`lambda`], [`cli`] and [`aws`] are thin layers around it.
+
+pub mod aws;
+pub mod budget;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod lambda;
+pub mod logging;
+pub mod mask;
+pub mod operation;
+pub mod pipeline;
+pub mod report;
+pub mod retry;
+pub mod scim;
+pub mod sources;
+pub mod tenant;
+pub mod user;
+
+/// The tool's name and version, as sent in `User-Agent`.
+pub const USER_AGENT: &str = concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PKG_VERSION"));

@@ -1,0 +1,168 @@
+//! SCIM Bulk (RFC 7644 §3.7): request encoding, chunking under the server's limits, and mapping
+//! every result back to its operation by bulkId (or, for PUT/PATCH, by location), never by position.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::discovery::ProviderLimits;
+use super::request::{id_from_location, SubOp, SubReply, SubResult, Verb};
+
+/// BulkRequest message schema.
+pub const BULK_REQUEST: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
+
+const ENVELOPE_HEAD: &str =
+    r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],"Operations":["#;
+const ENVELOPE_TAIL: &str = "]}";
+
+/// Serializes one operation of a BulkRequest.
+fn encode_op(op: &SubOp, out: &mut Vec<u8>) {
+    out.extend_from_slice(br#"{"method":""#);
+    out.extend_from_slice(op.verb.as_str().as_bytes());
+    out.extend_from_slice(br#"","bulkId":""#);
+    out.extend_from_slice(op.bulk_id().as_bytes());
+    out.extend_from_slice(br#"","path":"#);
+    // Writing a String or a Value into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &op.path);
+    out.extend_from_slice(br#","data":"#);
+    let _ = serde_json::to_writer(&mut *out, &op.data);
+    out.push(b'}');
+}
+
+/// The serialized size of one operation inside a BulkRequest.
+pub fn encoded_len(op: &SubOp) -> usize {
+    let mut buf = Vec::new();
+    encode_op(op, &mut buf);
+    buf.len()
+}
+
+/// The BulkRequest body for these operations.
+pub fn encode(ops: &[&SubOp]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 * ops.len() + 96);
+    out.extend_from_slice(ENVELOPE_HEAD.as_bytes());
+    for (i, op) in ops.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        encode_op(op, &mut out);
+    }
+    out.extend_from_slice(ENVELOPE_TAIL.as_bytes());
+    out
+}
+
+/// Splits operations (by index into `ops`) into requests within maxOperations and maxPayloadSize.
+/// An operation too large on its own gets a chunk of its own (the server will answer 413).
+pub fn chunk(ops: &[SubOp], limits: &ProviderLimits) -> Vec<Vec<usize>> {
+    let envelope = ENVELOPE_HEAD.len() + ENVELOPE_TAIL.len();
+    let mut chunks = Vec::new();
+    let mut current = Vec::new();
+    let mut size = envelope;
+    for (i, op) in ops.iter().enumerate() {
+        let len = encoded_len(op) + 1;
+        let full = current.len() >= limits.max_operations || size + len > limits.max_payload_size;
+        if full && !current.is_empty() {
+            chunks.push(std::mem::take(&mut current));
+            size = envelope;
+        }
+        current.push(i);
+        size += len;
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
+/// Parses an operation's `status`: "201", 201, {"code": "201"} or {"code": 201}.
+pub fn parse_status(value: &Value) -> Option<u16> {
+    match value {
+        Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
+        Value::String(s) => {
+            let digits: String = s.trim().chars().take_while(|c| c.is_ascii_digit()).collect();
+            digits.parse().ok()
+        }
+        Value::Object(o) => o.get("code").and_then(parse_status),
+        _ => None,
+    }
+}
+
+/// Why a BulkResponse body could not be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BulkParseError {
+    /// Not JSON (HTML error page, truncated body).
+    #[error("the BulkResponse is not JSON")]
+    NotJson,
+    /// JSON without an `Operations` array.
+    #[error("the BulkResponse has no Operations array")]
+    NoOperations,
+}
+
+/// Maps each result of a BulkResponse to the sent operation it answers. Results that match no
+/// sent operation are ignored; operations with no result, or with conflicting results, come back
+/// as transient (retryable), since an upsert is safe to send again.
+pub fn parse_response(
+    body: &[u8],
+    sent: &[&SubOp],
+    retry_after: Option<Duration>,
+) -> Result<Vec<(usize, SubResult)>, BulkParseError> {
+    let doc: Value = serde_json::from_slice(body).map_err(|_| BulkParseError::NotJson)?;
+    let results = doc["Operations"]
+        .as_array()
+        .ok_or(BulkParseError::NoOperations)?;
+    let by_bulk_id: HashMap<String, usize> = sent
+        .iter()
+        .map(|op| (op.bulk_id(), op.key))
+        .collect();
+    let by_resource: HashMap<String, usize> = sent
+        .iter()
+        .filter(|op| op.verb != Verb::Post)
+        .filter_map(|op| Some((id_from_location(&op.path)?, op.key)))
+        .collect();
+    let mut found: HashMap<usize, Option<SubReply>> = HashMap::new();
+    for result in results {
+        let key = result["bulkId"]
+            .as_str()
+            .and_then(|id| by_bulk_id.get(id))
+            .or_else(|| {
+                let loc = result["location"].as_str().or(result["path"].as_str())?;
+                by_resource.get(&id_from_location(loc)?)
+            });
+        let Some(&key) = key else { continue };
+        let reply = parse_status(&result["status"]).map(|status| SubReply {
+            status,
+            location: result["location"].as_str().map(str::to_string),
+            body: result.get("response").filter(|r| r.is_object()).cloned(),
+        });
+        found
+            .entry(key)
+            .and_modify(|prev| {
+                if prev.as_ref().map(|p| p.status) != reply.as_ref().map(|r| r.status) {
+                    *prev = None;
+                }
+            })
+            .or_insert(reply);
+    }
+    Ok(sent
+        .iter()
+        .map(|op| {
+            let result = match found.remove(&op.key) {
+                Some(Some(reply)) => SubResult::Reply(reply),
+                Some(None) => SubResult::Transient {
+                    status: None,
+                    reason: "the BulkResponse gave this operation no status, or conflicting ones".into(),
+                    retry_after,
+                },
+                None => SubResult::Transient {
+                    status: None,
+                    reason: "missing from the BulkResponse".into(),
+                    retry_after,
+                },
+            };
+            (op.key, result)
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests;

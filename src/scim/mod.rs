@@ -1,0 +1,11 @@
+//! SCIM 2.0 protocol client (RFC 7643/7644): credentials, tokens, HTTP, discovery, Bulk and
+//! per-resource requests. No AWS types here.
+
+pub mod auth;
+pub mod bulk;
+pub mod credentials;
+pub mod discovery;
+pub mod filter;
+pub mod http;
+pub mod request;
+pub mod resource;

@@ -1,0 +1,498 @@
+//! Streaming CSV reader: header matching, per-row validation, editor line numbers.
+//!
+//! The delimiter is `,` unless the header line has no comma outside quotes but has `;` or a
+//! tab (the more frequent wins): European spreadsheets export `;`, some HR tools export TSV.
+//! An Excel `sep=X` first line is honoured too. Line breaks may be LF, CRLF or CR; a CRLF
+//! inside a quoted field reads as LF.
+//!
+//! Rows are streamed: memory holds one record at a time (a field longer than
+//! [`MAX_FIELD_BYTES`] is reported, but it is read into memory first, as the CSV parser must
+//! find its end to go on with the next row).
+
+use std::collections::HashMap;
+use std::io::{self, Chain, Cursor, Read};
+
+use ::csv::{ByteRecord, ReaderBuilder};
+
+use super::fields::{canonical_field, excerpt, validate, Field, RowError};
+use crate::user::User;
+
+/// Longest field accepted, in bytes; longer ones are a row error.
+pub const MAX_FIELD_BYTES: usize = 64 * 1024;
+
+/// How much of the file start is examined to choose the delimiter.
+const SNIFF_BYTES: usize = 64 * 1024;
+
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// A problem with the file as a whole: nothing in it can be provisioned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FileError {
+    /// The file has no header row.
+    #[error("the file is empty: expected a header row naming the columns (email, first_name, last_name, ...)")]
+    Empty,
+    /// The file is not UTF-8 text (a workbook, UTF-16, Latin-1, binary).
+    #[error("the file is not UTF-8 CSV text: {hint}")]
+    NotText {
+        /// What it looks like instead, and what to do.
+        hint: &'static str,
+    },
+    /// One or more required columns are absent from the header.
+    #[error("missing required column(s) {}; the header has: {}", names(.missing), quoted(.found))]
+    MissingColumns {
+        /// Every missing required field.
+        missing: Vec<Field>,
+        /// The header's column names.
+        found: Vec<String>,
+    },
+    /// Two header columns mean the same field.
+    #[error("columns {first:?} and {second:?} both mean {field}; keep only one")]
+    DuplicateColumn {
+        /// The field both columns map to.
+        field: Field,
+        /// The first column's header.
+        first: String,
+        /// The second column's header.
+        second: String,
+    },
+    /// Reading failed (an I/O error, not a malformed row); the rest of the file is unread.
+    #[error("reading the file failed{}: {message}", .line.map(|l| format!(" near line {l}")).unwrap_or_default())]
+    Read {
+        /// The line reached, when known.
+        line: Option<u64>,
+        /// The underlying error.
+        message: String,
+    },
+}
+
+fn names(fields: &[Field]) -> String {
+    fields
+        .iter()
+        .map(|f| f.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn quoted(headers: &[String]) -> String {
+    const MAX_LISTED: usize = 30;
+    let mut list: Vec<String> = headers
+        .iter()
+        .take(MAX_LISTED)
+        .map(|h| format!("{:?}", excerpt(h)))
+        .collect();
+    if headers.len() > MAX_LISTED {
+        list.push(format!("and {} more", headers.len() - MAX_LISTED));
+    }
+    if list.is_empty() {
+        return "no columns".into();
+    }
+    list.join(", ")
+}
+
+fn read_error(line: Option<u64>, error: impl std::fmt::Display) -> FileError {
+    FileError::Read {
+        line,
+        message: error.to_string(),
+    }
+}
+
+/// One data record: its line in the file and the user it holds, or why it is invalid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// Line of the record's first line as an editor shows it (the header is usually line 1).
+    pub line: u64,
+    /// The validated user, or what is wrong with the row.
+    pub result: Result<User, RowError>,
+}
+
+/// Rewrites CR and CRLF line breaks to LF, so the CSV parser's line counter (which counts
+/// LF bytes, and leaves a CRLF's LF for the next record) gives exact line numbers; and
+/// notes the end of the stream, to tell a final record without a line break.
+struct Normalize<R> {
+    inner: R,
+    after_cr: bool,
+    eof: bool,
+}
+
+impl<R: Read> Read for Normalize<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let n = self.inner.read(buf)?;
+            if n == 0 {
+                self.eof = !buf.is_empty();
+                return Ok(0);
+            }
+            let mut out = 0;
+            for i in 0..n {
+                let byte = buf[i];
+                if self.after_cr && byte == b'\n' {
+                    // The CR already stood for this line break.
+                    self.after_cr = false;
+                    continue;
+                }
+                self.after_cr = byte == b'\r';
+                buf[out] = if byte == b'\r' { b'\n' } else { byte };
+                out += 1;
+            }
+            if out > 0 {
+                return Ok(out);
+            }
+            // The chunk was only a CRLF's LF: returning 0 would read as end of file.
+        }
+    }
+}
+
+type Input<R> = Normalize<Chain<Cursor<Vec<u8>>, R>>;
+
+/// A CSV file being read: the header is checked by [`CsvSource::new`], then the source
+/// iterates one `Ok(Row)` per non-blank record. An I/O error ends the iteration with one
+/// `Err(FileError::Read)` item; malformed rows never do.
+pub struct CsvSource<R: Read> {
+    reader: ::csv::Reader<Input<R>>,
+    record: ByteRecord,
+    headers: Vec<String>,
+    columns: Vec<Option<Field>>,
+    unknown: Vec<String>,
+    delimiter: u8,
+    /// Lines removed before the parser saw them (an Excel `sep=` line).
+    line_offset: u64,
+    finished: bool,
+}
+
+impl<R: Read> CsvSource<R> {
+    /// Reads and checks the header: a [`FileError`] means the whole file is unusable.
+    pub fn new(mut reader: R) -> Result<Self, FileError> {
+        let mut prefix = read_prefix(&mut reader).map_err(|e| read_error(None, e))?;
+        if let Some(hint) = binary_hint(&prefix) {
+            return Err(FileError::NotText { hint });
+        }
+        if prefix.starts_with(UTF8_BOM) {
+            prefix.drain(..UTF8_BOM.len());
+        }
+        let (delimiter, line_offset) = match excel_sep_line(&prefix) {
+            Some((delimiter, len)) => {
+                prefix.drain(..len);
+                (delimiter, 1)
+            }
+            None => (sniff_delimiter(&prefix), 0),
+        };
+        let input = Normalize {
+            inner: Cursor::new(prefix).chain(reader),
+            after_cr: false,
+            eof: false,
+        };
+        let mut reader = ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .delimiter(delimiter)
+            .from_reader(input);
+        let mut record = ByteRecord::new();
+        loop {
+            match reader.read_byte_record(&mut record) {
+                Ok(true) if is_blank(&record) => continue,
+                Ok(true) => break,
+                Ok(false) => return Err(FileError::Empty),
+                Err(e) => return Err(read_error(None, e)),
+            }
+        }
+        let headers = decode_headers(&record)?;
+        let columns: Vec<Option<Field>> = headers.iter().map(|h| canonical_field(h)).collect();
+        check_columns(&headers, &columns)?;
+        let unknown = headers
+            .iter()
+            .zip(&columns)
+            .filter(|(h, c)| c.is_none() && !h.is_empty())
+            .map(|(h, _)| h.clone())
+            .collect();
+        Ok(Self {
+            reader,
+            record,
+            headers,
+            columns,
+            unknown,
+            delimiter,
+            line_offset,
+            finished: false,
+        })
+    }
+
+    /// Header columns that match no field: they are ignored (list them once in a report).
+    pub fn unknown_columns(&self) -> &[String] {
+        &self.unknown
+    }
+
+    /// Every header column (trimmed) with the field it maps to, in file order.
+    pub fn columns(&self) -> impl Iterator<Item = (&str, Option<Field>)> {
+        self.headers.iter().map(String::as_str).zip(self.columns.iter().copied())
+    }
+
+    /// The delimiter in use (`,`, `;` or tab, or the one an Excel `sep=` line names).
+    pub fn delimiter(&self) -> u8 {
+        self.delimiter
+    }
+
+    /// The line of the record just read, as an editor shows it.
+    fn record_line(&self) -> u64 {
+        // After a record the parser's counter is 1 + the LFs consumed: the record's own
+        // embedded ones and its terminator come off. The parser ends a record at its LF
+        // without reading further, so the input reached its end during this record exactly
+        // when the record had no terminator (last line without a break, or an unclosed quote).
+        let end = self.reader.position().line();
+        let embedded = self
+            .record
+            .as_slice()
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count() as u64;
+        let terminator = u64::from(!self.reader.get_ref().eof);
+        end.saturating_sub(embedded + terminator) + self.line_offset
+    }
+
+    /// Checks and validates the record just read.
+    fn parse_record(&self) -> Result<User, RowError> {
+        let record = &self.record;
+        let column_name = |i: usize| excerpt(self.headers.get(i).map_or("", String::as_str));
+        for (i, field) in record.iter().enumerate() {
+            if field.len() > MAX_FIELD_BYTES {
+                return Err(RowError::FieldTooLong {
+                    column: column_name(i),
+                    bytes: field.len(),
+                });
+            }
+        }
+        if record.len() != self.columns.len() {
+            return Err(RowError::FieldCount {
+                expected: self.columns.len(),
+                found: record.len(),
+            });
+        }
+        let mut values = Vec::with_capacity(Field::ALL.len());
+        for (i, (bytes, column)) in record.iter().zip(&self.columns).enumerate() {
+            // Only mapped columns are decoded: bad bytes in an ignored column harm nobody.
+            if let Some(field) = column {
+                let text = std::str::from_utf8(bytes).map_err(|_| RowError::NotUtf8 {
+                    column: column_name(i),
+                })?;
+                values.push((*field, text));
+            }
+        }
+        validate(&values)
+    }
+}
+
+impl<R: Read> Iterator for CsvSource<R> {
+    type Item = Result<Row, FileError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.finished {
+            match self.reader.read_byte_record(&mut self.record) {
+                Ok(true) if is_blank(&self.record) => continue,
+                Ok(true) => {
+                    let line = self.record_line();
+                    let result = self.parse_record();
+                    return Some(Ok(Row { line, result }));
+                }
+                Ok(false) => self.finished = true,
+                Err(e) => {
+                    self.finished = true;
+                    let line = self.reader.position().line() + self.line_offset;
+                    return Some(Err(read_error(Some(line), e)));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// For each userName (folded with [`crate::user::user_name_key`]), the line of its last valid row.
+///
+/// Built by a first pass ([`last_lines_by_user`]) so the second pass can report earlier rows
+/// of a userName as superseded: in one file, the last row wins.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LastLines {
+    lines: HashMap<String, u64>,
+}
+
+impl LastLines {
+    /// Records that `user` appears on `line` (later lines replace earlier ones).
+    pub fn insert(&mut self, user: &User, line: u64) {
+        let last = self.lines.entry(user.key()).or_insert(line);
+        *last = (*last).max(line);
+    }
+
+    /// The line of the last valid row for `user`'s userName, if any.
+    pub fn last_line(&self, user: &User) -> Option<u64> {
+        self.lines.get(&user.key()).copied()
+    }
+
+    /// The later line that replaces the row of `user` at `line`, if that row is not the last.
+    pub fn superseded_by(&self, user: &User, line: u64) -> Option<u64> {
+        self.last_line(user).filter(|&last| last > line)
+    }
+
+    /// Number of distinct userNames.
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// Whether no valid row was seen.
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+}
+
+/// First pass over a CSV file: the last line of every valid userName (invalid rows do not count).
+pub fn last_lines_by_user<R: Read>(reader: R) -> Result<LastLines, FileError> {
+    let mut last = LastLines::default();
+    for row in CsvSource::new(reader)? {
+        let row = row?;
+        if let Ok(user) = &row.result {
+            last.insert(user, row.line);
+        }
+    }
+    Ok(last)
+}
+
+/// Whether the row of `user` at `line` is replaced by a later row of the same userName.
+pub fn is_superseded(last: &LastLines, user: &User, line: u64) -> bool {
+    last.superseded_by(user, line).is_some()
+}
+
+/// Reads the start of the file, up to the end of its first non-blank line (or the sniff limit).
+fn read_prefix<R: Read>(reader: &mut R) -> io::Result<Vec<u8>> {
+    let mut prefix = Vec::new();
+    let mut chunk = [0u8; 8 * 1024];
+    while prefix.len() < SNIFF_BYTES && first_line(&prefix).is_none() {
+        match reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => prefix.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(prefix)
+}
+
+/// The first complete line with content (without its line break), if the prefix holds one.
+fn first_line(prefix: &[u8]) -> Option<&[u8]> {
+    prefix
+        .split_inclusive(|&b| b == b'\n' || b == b'\r')
+        .filter(|line| matches!(line.last(), Some(b'\n' | b'\r')))
+        .map(|line| &line[..line.len() - 1])
+        .find(|line| !line.iter().all(u8::is_ascii_whitespace))
+}
+
+/// Chooses the delimiter from the header line: `,` unless it has none outside quotes and has
+/// `;` or tabs.
+fn sniff_delimiter(prefix: &[u8]) -> u8 {
+    let line = first_line(prefix).unwrap_or(prefix);
+    let (mut commas, mut semicolons, mut tabs, mut in_quotes) = (0, 0, 0, false);
+    for &b in line {
+        match b {
+            b'"' => in_quotes = !in_quotes,
+            b',' if !in_quotes => commas += 1,
+            b';' if !in_quotes => semicolons += 1,
+            b'\t' if !in_quotes => tabs += 1,
+            _ => {}
+        }
+    }
+    if commas == 0 && (semicolons > 0 || tabs > 0) {
+        if tabs > semicolons {
+            b'\t'
+        } else {
+            b';'
+        }
+    } else {
+        b','
+    }
+}
+
+/// An Excel `sep=X` first line: the delimiter and the line's length including its break.
+fn excel_sep_line(prefix: &[u8]) -> Option<(u8, usize)> {
+    let end = prefix
+        .iter()
+        .position(|&b| b == b'\n' || b == b'\r')
+        .unwrap_or(prefix.len());
+    let line = &prefix[..end];
+    match line {
+        [s, e, p, b'=', delimiter] if [*s, *e, *p].eq_ignore_ascii_case(b"sep") => {
+            let mut len = end;
+            if prefix.get(len) == Some(&b'\r') {
+                len += 1;
+            }
+            if prefix.get(len) == Some(&b'\n') {
+                len += 1;
+            }
+            Some((*delimiter, len))
+        }
+        _ => None,
+    }
+}
+
+/// Recognises files that are clearly not CSV text by their first bytes.
+fn binary_hint(prefix: &[u8]) -> Option<&'static str> {
+    if prefix.starts_with(b"\xFF\xFE") || prefix.starts_with(b"\xFE\xFF") {
+        Some("it is UTF-16 encoded; save it as \"CSV UTF-8\"")
+    } else if prefix.starts_with(b"PK\x03\x04") {
+        Some("it looks like an Excel workbook (.xlsx) or a zip archive; save it as \"CSV UTF-8\"")
+    } else if prefix.starts_with(b"\xD0\xCF\x11\xE0") {
+        Some("it looks like an old Excel workbook (.xls); save it as \"CSV UTF-8\"")
+    } else if prefix.starts_with(b"\x1F\x8B") {
+        Some("it looks gzip-compressed; upload it uncompressed")
+    } else {
+        None
+    }
+}
+
+fn decode_headers(record: &ByteRecord) -> Result<Vec<String>, FileError> {
+    record
+        .iter()
+        .map(|bytes| {
+            let text = std::str::from_utf8(bytes).map_err(|_| FileError::NotText {
+                hint: "its header is not valid UTF-8 (Windows-1252 or Latin-1?); save it as \"CSV UTF-8\"",
+            })?;
+            if text.chars().any(|c| c.is_control() && c != '\t') {
+                return Err(FileError::NotText {
+                    hint: "its header holds binary data; is it really a CSV file?",
+                });
+            }
+            Ok(text.trim().to_owned())
+        })
+        .collect()
+}
+
+fn check_columns(headers: &[String], columns: &[Option<Field>]) -> Result<(), FileError> {
+    let mut seen: HashMap<Field, usize> = HashMap::new();
+    for (i, column) in columns.iter().enumerate() {
+        if let Some(field) = *column {
+            if let Some(&first) = seen.get(&field) {
+                return Err(FileError::DuplicateColumn {
+                    field,
+                    first: excerpt(&headers[first]),
+                    second: excerpt(&headers[i]),
+                });
+            }
+            seen.insert(field, i);
+        }
+    }
+    let missing: Vec<Field> = Field::REQUIRED
+        .into_iter()
+        .filter(|f| !seen.contains_key(f))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(FileError::MissingColumns {
+            missing,
+            found: headers.to_vec(),
+        })
+    }
+}
+
+/// Whether every field of the record is blank (e.g. `,,,` lines from spreadsheet exports).
+fn is_blank(record: &ByteRecord) -> bool {
+    record.iter().all(|f| f.iter().all(u8::is_ascii_whitespace))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,15 @@
+//! Input sources: CSV files and SQS producer messages, validated into [`crate::user::User`]s.
+//!
+//! Both share [`fields`]: header/key matching with HR-export aliases and per-row validation.
+//! File-level problems ([`FileError`], [`MessageError`]) stop a source; row-level ones
+//! ([`RowError`]) are reported for that row while the others go on.
+
+pub mod csv;
+pub mod fields;
+pub mod message;
+
+pub use self::csv::{
+    is_superseded, last_lines_by_user, CsvSource, FileError, LastLines, Row, MAX_FIELD_BYTES,
+};
+pub use self::fields::{canonical_field, validate, Field, RowError};
+pub use self::message::{parse_message, MessageError, MAX_MESSAGE_BYTES};

@@ -1,0 +1,192 @@
+//! `provision` against the embedded tenant started in this test process: a real run, a dry run
+//! that changes nothing, and credential errors that name the field but never the value.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use scim_bulk_provisioner::tenant::{Tenant, TenantConfig};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_scim-bulk-provisioner");
+const TOKEN: &str = "cli-test-token-5b1f";
+
+const CSV: &str = "\
+Work Email,First Name,Last Name,Job Title,Status
+ada@example.com,Ada,Lovelace,Analyst,Active
+grace@example.com,Grace,Hopper,\"Rear Admiral, Navy\",Active
+alan@example.com,Alan,Turing,,Leaver
+kat@example.com,Katherine,Johnson,Mathematician,Terminated
+zoe@example.com,Zoë,Ångström,Agent,Active
+";
+
+struct Setup {
+    tenant: Tenant,
+    _dir: tempfile::TempDir,
+    csv: PathBuf,
+    credentials: PathBuf,
+}
+
+async fn setup(csv: &str) -> Setup {
+    let tenant = Tenant::start(TenantConfig {
+        bearer_token: TOKEN.into(),
+        ..TenantConfig::default()
+    })
+    .await
+    .unwrap();
+    // Grace exists (stale title) and Alan exists (active): one update, one deactivation.
+    for (user_name, given, family, title) in [
+        ("Grace@Example.com", "Grace", "Hopper", "Ensign"),
+        ("alan@example.com", "Alan", "Turing", "Cryptanalyst"),
+    ] {
+        tenant
+            .insert_user(json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "userName": user_name,
+                "name": {"givenName": given, "familyName": family},
+                "emails": [{"value": user_name.to_lowercase(), "type": "work", "primary": true}],
+                "title": title,
+                "active": true,
+            }))
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let csv_path = dir.path().join("staff.csv");
+    std::fs::write(&csv_path, csv).unwrap();
+    let credentials = dir.path().join("scim.json");
+    let secret = json!({"base_url": tenant.base_url(), "auth_type": "bearer", "token": TOKEN});
+    std::fs::write(&credentials, secret.to_string()).unwrap();
+    Setup { tenant, _dir: dir, csv: csv_path, credentials }
+}
+
+/// Runs the binary off the async runtime, which keeps serving the tenant meanwhile.
+async fn run(args: Vec<String>, env: Vec<(&'static str, String)>) -> (i32, String, String) {
+    let Output { status, stdout, stderr } = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(args)
+            .envs(env)
+            .env_remove("SCIM_CREDENTIALS")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+fn args(items: &[&str], paths: &[&Path]) -> Vec<String> {
+    let mut out: Vec<String> = items.iter().map(|s| s.to_string()).collect();
+    out.extend(paths.iter().map(|p| p.display().to_string()));
+    out
+}
+
+fn user<'a>(users: &'a [Value], user_name: &str) -> Option<&'a Value> {
+    users
+        .iter()
+        .find(|u| u["userName"].as_str().unwrap().eq_ignore_ascii_case(user_name))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provision_creates_updates_and_deactivates() {
+    let s = setup(CSV).await;
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.jsonl");
+    let mut argv = args(&["provision", "--csv"], &[&s.csv]);
+    argv.extend(args(&["--credentials"], &[&s.credentials]));
+    argv.extend(args(&["--report"], &[&report]));
+    let (code, out, err) = run(argv, vec![]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("  created                2\n"), "{out}");
+    assert!(out.contains("  updated                1\n"), "{out}");
+    assert!(out.contains("  deactivated            1\n"), "{out}");
+    assert!(out.contains("  skipped                1\n"), "{out}");
+    assert!(out.contains("  failed                 0\n"), "{out}");
+
+    let users = s.tenant.users();
+    assert_eq!(users.len(), 4, "Katherine never existed and stays absent");
+    let ada = user(&users, "ada@example.com").unwrap();
+    assert_eq!(ada["name"]["familyName"], "Lovelace");
+    assert_eq!(ada["active"], true);
+    let grace = user(&users, "grace@example.com").unwrap();
+    assert_eq!(grace["title"], "Rear Admiral, Navy");
+    assert_eq!(grace["userName"], "grace@example.com");
+    assert_eq!(user(&users, "alan@example.com").unwrap()["active"], false);
+    assert_eq!(user(&users, "zoe@example.com").unwrap()["name"]["familyName"], "Ångström");
+    assert!(user(&users, "kat@example.com").is_none());
+
+    let lines = std::fs::read_to_string(&report).unwrap();
+    let skipped: Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+    assert_eq!(skipped["status"], "skipped");
+    assert_eq!(skipped["row"], 5);
+    assert_eq!(skipped["user_name"], "kat@example.com");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_changes_nothing_and_prints_the_plan() {
+    let csv = format!("{CSV}broken-address,No,Body,,Active\n");
+    let s = setup(&csv).await;
+    let before = s.tenant.users();
+    let secret = std::fs::read_to_string(&s.credentials).unwrap();
+    // Credentials from the environment this time.
+    let env = vec![("SCIM_CREDENTIALS", secret)];
+    let argv = args(&["provision", "--dry-run", "--csv"], &[&s.csv]);
+    let (code, out, err) = run(argv.clone(), env.clone()).await;
+    assert_eq!(code, 1, "an invalid row makes the exit code 1: {out}\n{err}");
+    assert!(out.contains("Dry run: nothing was changed."), "{out}");
+    assert!(out.contains("Bulk supported, up to 50 operations"), "{out}");
+    for (label, n) in [("create", 2), ("update", 1), ("deactivate", 1), ("skip", 1), ("invalid", 1)] {
+        let line = format!("  {label:<13}{n:>9}\n");
+        assert!(out.contains(&line), "{line:?} not in\n{out}");
+    }
+
+    let mut json_args = argv;
+    json_args.push("--json".into());
+    let (_, out, _) = run(json_args, env).await;
+    let plan: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(plan["create"], 2);
+    assert_eq!(plan["update"], 1);
+    assert_eq!(plan["unknown"], 0);
+
+    assert_eq!(s.tenant.users(), before, "the dry run changed the tenant");
+    let stats = s.tenant.stats();
+    assert_eq!((stats.created, stats.updated, stats.bulk_requests), (0, 0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_credentials_file_exits_2_naming_the_field_not_the_value() {
+    let s = setup(CSV).await;
+    let bad = s.credentials.with_file_name("bad.json");
+    let secret = json!({
+        "base_url": s.tenant.base_url(),
+        "auth_type": "oauth_client_credentials",
+        "client_id": "cli-client",
+        "client_secret": "hunter2-very-secret",
+    });
+    std::fs::write(&bad, secret.to_string()).unwrap();
+    let mut argv = args(&["provision", "--csv"], &[&s.csv]);
+    argv.extend(args(&["--credentials"], &[&bad]));
+    let (code, out, err) = run(argv, vec![]).await;
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(err.contains("token_url"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+    assert!(!out.contains("hunter2"), "{out}");
+    assert!(s.tenant.users().len() == 2 && s.tenant.stats().requests == 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_exits_2_without_retrying_for_minutes() {
+    let s = setup(CSV).await;
+    let wrong = s.credentials.with_file_name("wrong.json");
+    let secret = json!({"base_url": s.tenant.base_url(), "auth_type": "bearer", "token": "not-the-token"});
+    std::fs::write(&wrong, secret.to_string()).unwrap();
+    let mut argv = args(&["provision", "--csv"], &[&s.csv]);
+    argv.extend(args(&["--credentials"], &[&wrong]));
+    let (code, out, err) = run(argv, vec![]).await;
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(err.contains("401"), "{err}");
+    assert!(!err.contains("not-the-token"), "{err}");
+}

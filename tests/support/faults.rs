@@ -1,0 +1,663 @@
+//! The fault stand-in: a reverse proxy in front of a SCIM server that fails on cue,
+//! and the token endpoints of the OAuth client-credentials and CXone access-key flows.
+//!
+//! ```ignore
+//! let scim = support::start_scim2_server(Default::default()).await;
+//! let proxy = FaultProxy::in_front_of(&scim);
+//! proxy.inject("POST", "/Bulk", Fault::throttled("3"));   // next POST .../Bulk: 429
+//! // ... point the code under test at proxy.url ...
+//! assert_eq!(proxy.hits("/Bulk"), 2);
+//! ```
+//!
+//! Each request, in order:
+//! 1. is logged ([`SeenRequest`]: method, path, Authorization as sent, body);
+//! 2. outside the token paths, has its bearer token checked: the upstream's own
+//!    token passes as is, a token this proxy issued (and did not expire) is
+//!    replaced by the upstream's, anything else gets a 401 from the proxy;
+//! 3. takes the first queued rule whose method and path suffix match, if any;
+//! 4. is answered by the fault, or forwarded (to the upstream, or to the token
+//!    endpoints for [`OAUTH_TOKEN_PATH`] / [`CXONE_TOKEN_PATH`]) and the answer
+//!    altered by the fault.
+//!
+//! The proxy runs on a thread and runtime of its own, so it keeps answering while
+//! a test blocks (e.g. on `std::process::Command::output` running the binary).
+//! To add a fault: a variant of [`Fault`], and a branch in `answer_early` (answer
+//! without forwarding) or `alter` (change the forwarded answer). The token
+//! endpoints live in `faults/tokens.rs`, the connection reset in `faults/reset.rs`.
+
+mod reset;
+mod tokens;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::Response;
+use axum::Router;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+use reset::{Conn, KillableListener};
+use tokens::{issue, token_endpoint};
+pub use tokens::{TokenConfig, TokenMode};
+
+pub const OAUTH_TOKEN_PATH: &str = "/oauth/token";
+pub const CXONE_TOKEN_PATH: &str = "/cxone/token";
+
+/// What to do to one request.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// Answer this status without forwarding. `body: None` is a SCIM error
+    /// document; a body starting with `<` is sent as text/html, with `{` as
+    /// application/scim+json, else text/plain.
+    Status {
+        code: u16,
+        retry_after: Option<String>,
+        body: Option<String>,
+    },
+    /// Close the connection (TCP RST) without any answer; not forwarded.
+    Reset,
+    /// Forward (the upstream applies the request), then reset the connection.
+    ForwardThenReset,
+    /// Forward at once (the upstream applies it), answer only after the delay.
+    Delay(Duration),
+    /// Forward, then remove the last `n` entries of the BulkResponse's `Operations`.
+    DropBulkOps(usize),
+    /// Forward, then set every bulk result's `status` to "500" with an error
+    /// `response` (the work was done, the client is told it failed). A non-bulk
+    /// answer gets HTTP status 500 instead.
+    AppliedButFailed,
+    /// Answer 401 (as for an expired token) without forwarding.
+    Unauthorized,
+    /// Forward, then send only the first half of the body (invalid JSON).
+    Truncate,
+}
+
+impl Fault {
+    pub fn status(code: u16) -> Fault {
+        Fault::Status {
+            code,
+            retry_after: None,
+            body: None,
+        }
+    }
+
+    /// 429 Too Many Requests with this Retry-After (seconds or an HTTP date).
+    pub fn throttled(retry_after: &str) -> Fault {
+        Fault::Status {
+            code: 429,
+            retry_after: Some(retry_after.to_string()),
+            body: None,
+        }
+    }
+
+    /// This status with an HTML page, as a gateway or login portal would send.
+    pub fn html(code: u16) -> Fault {
+        Fault::Status {
+            code,
+            retry_after: None,
+            body: Some(
+                "<!DOCTYPE html><html><body><h1>Service unavailable</h1></body></html>".into(),
+            ),
+        }
+    }
+}
+
+/// A request as the proxy received it.
+#[derive(Clone, Debug)]
+pub struct SeenRequest {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    /// The Authorization header the client sent (before any rewriting).
+    pub authorization: Option<String>,
+    pub body: Bytes,
+    /// The fault applied to it, if any.
+    pub fault: Option<Fault>,
+}
+
+impl SeenRequest {
+    /// The token of a `Bearer` Authorization header.
+    pub fn bearer(&self) -> Option<&str> {
+        self.authorization.as_deref()?.strip_prefix("Bearer ")
+    }
+
+    pub fn json(&self) -> Option<Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+}
+
+struct Rule {
+    method: Option<Method>,
+    path_suffix: String,
+    fault: Fault,
+    /// `None`: forever.
+    remaining: Option<usize>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    rules: Vec<Rule>,
+    log: Vec<SeenRequest>,
+    tokens: TokenConfig,
+    issued: Vec<String>,
+    expired: HashSet<String>,
+}
+
+impl ProxyState {
+    fn take_fault(&mut self, method: &Method, path: &str) -> Option<Fault> {
+        let index = self.rules.iter().position(|rule| {
+            rule.method.as_ref().is_none_or(|m| m == method) && path.ends_with(&rule.path_suffix)
+        })?;
+        let rule = &mut self.rules[index];
+        let fault = rule.fault.clone();
+        if let Some(remaining) = rule.remaining.as_mut() {
+            *remaining -= 1;
+            if *remaining == 0 {
+                self.rules.remove(index);
+            }
+        }
+        Some(fault)
+    }
+}
+
+struct Shared {
+    url: String,
+    upstream: String,
+    upstream_token: String,
+    client: reqwest::Client,
+    state: Mutex<ProxyState>,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, ProxyState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The fault stand-in; stops when dropped.
+pub struct FaultProxy {
+    /// "http://127.0.0.1:PORT": the SCIM base URL to give the code under test.
+    pub url: String,
+    shared: Arc<Shared>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FaultProxy {
+    /// Starts a proxy to `upstream` (a base URL) whose static bearer token is `upstream_token`.
+    pub fn start(upstream: &str, upstream_token: &str) -> FaultProxy {
+        let std_listener =
+            std::net::TcpListener::bind(("127.0.0.1", 0)).expect("fault proxy: cannot bind");
+        std_listener
+            .set_nonblocking(true)
+            .expect("fault proxy: set_nonblocking");
+        let url = format!("http://{}", std_listener.local_addr().expect("local addr"));
+        let shared = Arc::new(Shared {
+            url: url.clone(),
+            upstream: upstream.trim_end_matches('/').to_string(),
+            upstream_token: upstream_token.to_string(),
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("fault proxy: reqwest client"),
+            state: Mutex::default(),
+        });
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        let app = Router::new()
+            .fallback(handle)
+            .with_state(shared.clone())
+            .into_make_service_with_connect_info::<Conn>();
+        let thread = std::thread::Builder::new()
+            .name("fault-proxy".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("fault proxy: runtime");
+                runtime.block_on(async move {
+                    let listener = KillableListener(
+                        TcpListener::from_std(std_listener).expect("fault proxy: listener"),
+                    );
+                    tokio::select! {
+                        result = axum::serve(listener, app) => {
+                            if let Err(e) = result { eprintln!("fault proxy stopped: {e}") }
+                        }
+                        _ = stopped => {}
+                    }
+                });
+            })
+            .expect("fault proxy: thread");
+        FaultProxy {
+            url,
+            shared,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        }
+    }
+
+    /// A proxy in front of a scim2-server started by the support module.
+    pub fn in_front_of(scim: &super::ScimServer) -> FaultProxy {
+        FaultProxy::start(&scim.base_url, &scim.token)
+    }
+
+    /// Applies `fault` once to the next request with this method ("*": any) and path suffix.
+    pub fn inject(&self, method: &str, path_suffix: &str, fault: Fault) {
+        self.push_rule(method, path_suffix, fault, Some(1));
+    }
+
+    /// Applies `fault` to the next `times` matching requests.
+    pub fn inject_times(&self, method: &str, path_suffix: &str, fault: Fault, times: usize) {
+        if times > 0 {
+            self.push_rule(method, path_suffix, fault, Some(times));
+        }
+    }
+
+    /// Applies `fault` to every matching request until [`FaultProxy::clear_faults`].
+    pub fn inject_always(&self, method: &str, path_suffix: &str, fault: Fault) {
+        self.push_rule(method, path_suffix, fault, None);
+    }
+
+    fn push_rule(&self, method: &str, path_suffix: &str, fault: Fault, remaining: Option<usize>) {
+        let method = match method {
+            "*" | "" => None,
+            m => Some(Method::from_bytes(m.to_ascii_uppercase().as_bytes()).expect("HTTP method")),
+        };
+        self.shared.state().rules.push(Rule {
+            method,
+            path_suffix: path_suffix.to_string(),
+            fault,
+            remaining,
+        });
+    }
+
+    pub fn clear_faults(&self) {
+        self.shared.state().rules.clear();
+    }
+
+    /// Queued rules not used up yet.
+    pub fn pending_faults(&self) -> usize {
+        self.shared.state().rules.len()
+    }
+
+    /// Every request seen so far, oldest first.
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        self.shared.state().log.clone()
+    }
+
+    /// Number of requests whose path ends with `path_suffix` (any method).
+    pub fn hits(&self, path_suffix: &str) -> usize {
+        self.shared
+            .state()
+            .log
+            .iter()
+            .filter(|r| r.path.ends_with(path_suffix))
+            .count()
+    }
+
+    /// Number of requests with this method and path suffix.
+    pub fn hits_for(&self, method: &str, path_suffix: &str) -> usize {
+        let state = self.shared.state();
+        state
+            .log
+            .iter()
+            .filter(|r| r.method.eq_ignore_ascii_case(method) && r.path.ends_with(path_suffix))
+            .count()
+    }
+
+    pub fn clear_log(&self) {
+        self.shared.state().log.clear();
+    }
+
+    pub fn oauth_token_url(&self) -> String {
+        format!("{}{OAUTH_TOKEN_PATH}", self.url)
+    }
+
+    pub fn cxone_token_url(&self) -> String {
+        format!("{}{CXONE_TOKEN_PATH}", self.url)
+    }
+
+    pub fn set_token_config(&self, config: TokenConfig) {
+        self.shared.state().tokens = config;
+    }
+
+    pub fn token_config(&self) -> TokenConfig {
+        self.shared.state().tokens.clone()
+    }
+
+    pub fn set_token_mode(&self, mode: TokenMode) {
+        self.shared.state().tokens.mode = mode;
+    }
+
+    pub fn set_expires_in(&self, seconds: u64) {
+        self.shared.state().tokens.expires_in = seconds;
+    }
+
+    /// How many tokens the token endpoints issued.
+    pub fn tokens_issued(&self) -> usize {
+        self.shared.state().issued.len()
+    }
+
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.shared.state().issued.clone()
+    }
+
+    /// From now on every token issued so far is answered 401 by the proxy.
+    pub fn expire_tokens(&self) {
+        let mut state = self.shared.state();
+        let issued = state.issued.clone();
+        state.expired.extend(issued);
+    }
+
+    /// Issues a token without going through an endpoint (counts as issued).
+    pub fn issue_token(&self) -> String {
+        issue(&mut self.shared.state(), &self.url, "direct")
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Answer {
+    fn new(status: u16, content_type: &str, body: impl Into<Bytes>) -> Answer {
+        let mut headers = HeaderMap::new();
+        if let Ok(value) = HeaderValue::from_str(content_type) {
+            headers.insert(header::CONTENT_TYPE, value);
+        }
+        Answer {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            headers,
+            body: body.into(),
+        }
+    }
+
+    fn json(status: u16, value: Value) -> Answer {
+        Answer::new(status, "application/json", value.to_string())
+    }
+
+    fn scim_error(status: u16, detail: &str) -> Answer {
+        let body = json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+            "status": status.to_string(),
+            "detail": detail,
+        });
+        Answer::new(status, "application/scim+json", body.to_string())
+    }
+
+    fn unauthorized(detail: &str) -> Answer {
+        let mut answer = Answer::scim_error(401, detail);
+        answer.headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer error=\"invalid_token\""),
+        );
+        answer
+    }
+
+    fn into_response(self) -> Response {
+        let mut response = Response::new(Body::from(self.body));
+        *response.status_mut() = self.status;
+        for (name, value) in &self.headers {
+            if !is_hop_header(name.as_str()) && name != header::CONTENT_ENCODING {
+                response.headers_mut().append(name.clone(), value.clone());
+            }
+        }
+        response
+    }
+}
+
+fn is_hop_header(name: &str) -> bool {
+    matches!(
+        name.to_ascii_lowercase().as_str(),
+        "host"
+            | "content-length"
+            | "connection"
+            | "keep-alive"
+            | "transfer-encoding"
+            | "te"
+            | "upgrade"
+    )
+}
+
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(conn): ConnectInfo<Conn>,
+    request: Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, 64 << 20)
+        .await
+        .unwrap_or_default();
+    let path = parts.uri.path().to_string();
+    let query = parts.uri.query().map(str::to_string);
+    let authorization = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let token_path = path == OAUTH_TOKEN_PATH || path == CXONE_TOKEN_PATH;
+
+    // Log, check the token, pick the fault: one critical section.
+    let (upstream_auth, fault) = {
+        let mut state = shared.state();
+        let check = if token_path {
+            Ok(None)
+        } else {
+            check_token(&state, &shared.upstream_token, authorization.as_deref())
+        };
+        let fault = match check {
+            Ok(_) => state.take_fault(&parts.method, &path),
+            Err(_) => None,
+        };
+        state.log.push(SeenRequest {
+            method: parts.method.to_string(),
+            path: path.clone(),
+            query: query.clone(),
+            authorization,
+            body: body.clone(),
+            fault: fault.clone(),
+        });
+        match check {
+            Ok(auth) => (auth, fault),
+            Err(detail) => return Answer::unauthorized(detail).into_response(),
+        }
+    };
+
+    if let Some(answer) = fault.as_ref().and_then(|f| answer_early(f, &conn)) {
+        return answer.into_response();
+    }
+    let answer = if token_path {
+        token_endpoint(&shared, &path, &body)
+    } else {
+        forward(
+            &shared,
+            &parts.method,
+            &path,
+            query.as_deref(),
+            &parts.headers,
+            upstream_auth,
+            body,
+        )
+        .await
+    };
+    match fault {
+        Some(fault) => alter(&fault, answer, &conn).await.into_response(),
+        None => answer.into_response(),
+    }
+}
+
+/// `Ok(Some(header))`: the Authorization to send upstream; `Ok(None)`: leave it out.
+fn check_token(
+    state: &ProxyState,
+    upstream_token: &str,
+    authorization: Option<&str>,
+) -> Result<Option<String>, &'static str> {
+    let Some(authorization) = authorization else {
+        return Ok(None); // the upstream answers for itself
+    };
+    let token = authorization.strip_prefix("Bearer ").unwrap_or("");
+    if token == upstream_token {
+        Ok(Some(authorization.to_string()))
+    } else if state.expired.contains(token) {
+        Err("fault proxy: the token has expired")
+    } else if state.issued.iter().any(|t| t == token) {
+        Ok(Some(format!("Bearer {upstream_token}")))
+    } else {
+        Err("fault proxy: the token was not issued by this server")
+    }
+}
+
+/// Faults answered without forwarding.
+fn answer_early(fault: &Fault, conn: &Conn) -> Option<Answer> {
+    match fault {
+        Fault::Status {
+            code,
+            retry_after,
+            body,
+        } => {
+            let mut answer = match body {
+                None => Answer::scim_error(*code, "fault proxy: injected failure"),
+                Some(body) => {
+                    let content_type = match body.trim_start().chars().next() {
+                        Some('<') => "text/html; charset=utf-8",
+                        Some('{') | Some('[') => "application/scim+json",
+                        _ => "text/plain; charset=utf-8",
+                    };
+                    Answer::new(*code, content_type, body.clone())
+                }
+            };
+            if let Some(value) = retry_after
+                .as_deref()
+                .and_then(|v| HeaderValue::from_str(v).ok())
+            {
+                answer.headers.insert(header::RETRY_AFTER, value);
+            }
+            Some(answer)
+        }
+        Fault::Unauthorized => Some(Answer::unauthorized("fault proxy: the token has expired")),
+        Fault::Reset => {
+            conn.reset();
+            Some(Answer::new(
+                500,
+                "text/plain",
+                "never sent: the connection is reset",
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// Faults that change a forwarded answer.
+async fn alter(fault: &Fault, mut answer: Answer, conn: &Conn) -> Answer {
+    match fault {
+        Fault::Delay(delay) => tokio::time::sleep(*delay).await,
+        Fault::ForwardThenReset => conn.reset(),
+        Fault::Truncate => answer.body = answer.body.slice(..answer.body.len() / 2),
+        Fault::DropBulkOps(n) => {
+            if let Ok(mut doc) = serde_json::from_slice::<Value>(&answer.body) {
+                if let Some(ops) = doc.get_mut("Operations").and_then(Value::as_array_mut) {
+                    ops.truncate(ops.len().saturating_sub(*n));
+                    answer.body = doc.to_string().into();
+                }
+            }
+        }
+        Fault::AppliedButFailed => {
+            let mut doc = serde_json::from_slice::<Value>(&answer.body).unwrap_or(Value::Null);
+            match doc.get_mut("Operations").and_then(Value::as_array_mut) {
+                Some(ops) => {
+                    for op in ops.iter_mut() {
+                        op["status"] = if op["status"].is_number() {
+                            json!(500)
+                        } else {
+                            json!("500")
+                        };
+                        op["response"] = json!({
+                            "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+                            "status": "500",
+                            "detail": "fault proxy: applied, reported as failed",
+                        });
+                    }
+                    answer.body = doc.to_string().into();
+                }
+                None => answer.status = StatusCode::INTERNAL_SERVER_ERROR,
+            }
+        }
+        Fault::Status { .. } | Fault::Reset | Fault::Unauthorized => {}
+    }
+    answer
+}
+
+async fn forward(
+    shared: &Shared,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    authorization: Option<String>,
+    body: Bytes,
+) -> Answer {
+    let url = match query {
+        Some(q) => format!("{}{path}?{q}", shared.upstream),
+        None => format!("{}{path}", shared.upstream),
+    };
+    let mut request = shared.client.request(method.clone(), &url).body(body);
+    for (name, value) in headers {
+        let skip = is_hop_header(name.as_str())
+            || name == header::AUTHORIZATION
+            || name == header::ACCEPT_ENCODING
+            || name.as_str().starts_with("x-forwarded-");
+        if !skip {
+            request = request.header(name.clone(), value.clone());
+        }
+    }
+    if let Some(authorization) = authorization {
+        request = request.header(header::AUTHORIZATION, authorization);
+    }
+    // scim2-server runs with --reverse-proxy: its locations then name this proxy.
+    let host = shared.url.trim_start_matches("http://").to_string();
+    request = request
+        .header("x-forwarded-host", host)
+        .header("x-forwarded-proto", "http");
+    match request.send().await {
+        Ok(response) => {
+            let status = response.status();
+            let headers = response.headers().clone();
+            match response.bytes().await {
+                Ok(body) => Answer {
+                    status,
+                    headers,
+                    body,
+                },
+                Err(e) => Answer::new(
+                    502,
+                    "text/plain",
+                    format!("fault proxy: upstream body: {e}"),
+                ),
+            }
+        }
+        Err(e) => Answer::new(
+            502,
+            "text/plain",
+            format!("fault proxy: upstream {url}: {e}"),
+        ),
+    }
+}
