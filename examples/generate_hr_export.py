@@ -154,14 +154,22 @@ def main():
 
     # The same person twice, the userName differing in case; the later row (a promotion, or
     # the person leaving) is the one that counts.
+    # Positions refer to the rows before any insertion; inserting from the end keeps them valid.
+    later_rows = []
     for k in range(duplicate_pairs):
         i = 40 + k * 150
         p = people[i]
         local, domain = p["email"].split("@")
         shouted = {**p, "email": f"{local.title()}@{domain.upper()}", "title": "Agent"}
         rows[i] = row(shouted)
-        later = {**p, "title": "Team Lead" if k % 3 else p["title"], "status": "Leaver" if k % 3 == 0 else "Active"}
-        rows.insert(min(i + 300 + k, len(rows)), row(later))
+        later = {
+            **p,
+            "title": "Team Lead" if k % 3 else p["title"],
+            "status": "Leaver" if k % 3 == 0 else "Active",
+        }
+        later_rows.append((min(i + 300 + k, len(rows)), row(later)))
+    for at, later in sorted(later_rows, key=lambda x: x[0], reverse=True):
+        rows.insert(at, later)
 
     # Invalid rows, scattered.
     for bad in invalid_rows(rng, broken_people):

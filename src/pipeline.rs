@@ -83,13 +83,19 @@ impl Summary {
 pub fn report_line(result: &OperationResult) -> Option<ReportLine> {
     let op = &result.operation;
     let mut line = match &result.outcome {
-        Outcome::Failed { status, scim_type, detail } => {
+        Outcome::Failed {
+            status,
+            scim_type,
+            detail,
+        } => {
             let mut line = ReportLine::new(op.source.clone(), "failed", detail.clone());
             line.http_status = *status;
             line.scim_type = scim_type.clone();
             line
         }
-        Outcome::Skipped { reason } => ReportLine::new(op.source.clone(), "skipped", reason.clone()),
+        Outcome::Skipped { reason } => {
+            ReportLine::new(op.source.clone(), "skipped", reason.clone())
+        }
         _ => return None,
     };
     line.row = op.row;

@@ -46,7 +46,9 @@ impl RetryPolicy {
         } else {
             Duration::from_millis(rng.random_range(0..=ceiling.as_millis() as u64))
         };
-        jitter.max(retry_after.unwrap_or(Duration::ZERO)).min(MAX_DELAY)
+        jitter
+            .max(retry_after.unwrap_or(Duration::ZERO))
+            .min(MAX_DELAY)
     }
 
     /// Whether an operation that has made `attempts_made` attempts may be tried again.
@@ -76,7 +78,8 @@ mod tests {
         let policy = RetryPolicy::default();
         let mut rng = StdRng::seed_from_u64(7);
         for attempt in 0..40 {
-            let ceiling = (Duration::from_secs(2) * 2u32.saturating_pow(attempt.min(31))).min(MAX_DELAY);
+            let ceiling =
+                (Duration::from_secs(2) * 2u32.saturating_pow(attempt.min(31))).min(MAX_DELAY);
             for _ in 0..50 {
                 let d = policy.delay(attempt, None, &mut rng);
                 assert!(d <= ceiling, "attempt {attempt}: {d:?} > {ceiling:?}");
@@ -136,7 +139,10 @@ mod tests {
     #[test]
     fn retry_after_parses_seconds_and_http_dates() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
-        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
         assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
         // 1445412480 is Wed, 21 Oct 2015 07:28:00 GMT.
         assert_eq!(

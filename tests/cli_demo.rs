@@ -34,16 +34,32 @@ fn demo_on_200_rows_loses_nothing() {
     }
     // Progress went to stderr as plain lines (not a terminal).
     assert!(stderr.contains("cycle 1:"), "{stderr}");
-    assert!(stderr.contains("Embedded SCIM tenant at http://127.0.0.1:"), "{stderr}");
+    assert!(
+        stderr.contains("Embedded SCIM tenant at http://127.0.0.1:"),
+        "{stderr}"
+    );
     // Invalid rows of the sample are in the report with their lines.
     let lines = std::fs::read_to_string(&report).unwrap();
-    assert!(lines.lines().any(|l| l.contains("\"status\":\"invalid\"") && l.contains("\"row\":")), "{lines}");
+    assert!(
+        lines
+            .lines()
+            .any(|l| l.contains("\"status\":\"invalid\"") && l.contains("\"row\":")),
+        "{lines}"
+    );
 }
 
 #[test]
 fn demo_json_is_machine_readable() {
     let out = Command::new(BIN)
-        .args(["demo", "--rows", "120", "--json", "--quiet", "--error-rate", "0"])
+        .args([
+            "demo",
+            "--rows",
+            "120",
+            "--json",
+            "--quiet",
+            "--error-rate",
+            "0",
+        ])
         .env_remove("RUST_LOG")
         .output()
         .unwrap();
@@ -52,19 +68,33 @@ fn demo_json_is_machine_readable() {
     let value: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(value["nothing_lost"], true, "{value}");
     assert_eq!(value["rows"], 120);
-    let done = ["created", "updated", "deactivated", "skipped", "failed", "invalid"]
-        .iter()
-        .map(|k| value[k].as_u64().unwrap())
-        .sum::<u64>();
+    let done = [
+        "created",
+        "updated",
+        "deactivated",
+        "skipped",
+        "failed",
+        "invalid",
+    ]
+    .iter()
+    .map(|k| value[k].as_u64().unwrap())
+    .sum::<u64>();
     assert_eq!(done, 120, "every row is accounted for once: {value}");
     assert_eq!(value["failed"], 0);
     assert!(value["verification"]["checked"].as_u64().unwrap() > 100);
-    assert!(out.stderr.is_empty(), "--quiet: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.stderr.is_empty(),
+        "--quiet: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn demo_rejects_a_bad_error_rate() {
-    let out = Command::new(BIN).args(["demo", "--error-rate", "2"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["demo", "--error-rate", "2"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--error-rate"));
 }

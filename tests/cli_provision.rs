@@ -55,17 +55,26 @@ async fn setup(csv: &str) -> Setup {
     let credentials = dir.path().join("scim.json");
     let secret = json!({"base_url": tenant.base_url(), "auth_type": "bearer", "token": TOKEN});
     std::fs::write(&credentials, secret.to_string()).unwrap();
-    Setup { tenant, _dir: dir, csv: csv_path, credentials }
+    Setup {
+        tenant,
+        _dir: dir,
+        csv: csv_path,
+        credentials,
+    }
 }
 
 /// Runs the binary off the async runtime, which keeps serving the tenant meanwhile.
 async fn run(args: Vec<String>, env: Vec<(&'static str, String)>) -> (i32, String, String) {
-    let Output { status, stdout, stderr } = tokio::task::spawn_blocking(move || {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = tokio::task::spawn_blocking(move || {
         Command::new(BIN)
             .args(args)
-            .envs(env)
             .env_remove("SCIM_CREDENTIALS")
             .env_remove("RUST_LOG")
+            .envs(env)
             .output()
             .unwrap()
     })
@@ -85,9 +94,12 @@ fn args(items: &[&str], paths: &[&Path]) -> Vec<String> {
 }
 
 fn user<'a>(users: &'a [Value], user_name: &str) -> Option<&'a Value> {
-    users
-        .iter()
-        .find(|u| u["userName"].as_str().unwrap().eq_ignore_ascii_case(user_name))
+    users.iter().find(|u| {
+        u["userName"]
+            .as_str()
+            .unwrap()
+            .eq_ignore_ascii_case(user_name)
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,7 +127,10 @@ async fn provision_creates_updates_and_deactivates() {
     assert_eq!(grace["title"], "Rear Admiral, Navy");
     assert_eq!(grace["userName"], "grace@example.com");
     assert_eq!(user(&users, "alan@example.com").unwrap()["active"], false);
-    assert_eq!(user(&users, "zoe@example.com").unwrap()["name"]["familyName"], "Ångström");
+    assert_eq!(
+        user(&users, "zoe@example.com").unwrap()["name"]["familyName"],
+        "Ångström"
+    );
     assert!(user(&users, "kat@example.com").is_none());
 
     let lines = std::fs::read_to_string(&report).unwrap();
@@ -135,10 +150,19 @@ async fn dry_run_changes_nothing_and_prints_the_plan() {
     let env = vec![("SCIM_CREDENTIALS", secret)];
     let argv = args(&["provision", "--dry-run", "--csv"], &[&s.csv]);
     let (code, out, err) = run(argv.clone(), env.clone()).await;
-    assert_eq!(code, 1, "an invalid row makes the exit code 1: {out}\n{err}");
+    assert_eq!(
+        code, 1,
+        "an invalid row makes the exit code 1: {out}\n{err}"
+    );
     assert!(out.contains("Dry run: nothing was changed."), "{out}");
     assert!(out.contains("Bulk supported, up to 50 operations"), "{out}");
-    for (label, n) in [("create", 2), ("update", 1), ("deactivate", 1), ("skip", 1), ("invalid", 1)] {
+    for (label, n) in [
+        ("create", 2),
+        ("update", 1),
+        ("deactivate", 1),
+        ("skip", 1),
+        ("invalid", 1),
+    ] {
         let line = format!("  {label:<13}{n:>9}\n");
         assert!(out.contains(&line), "{line:?} not in\n{out}");
     }
@@ -153,7 +177,10 @@ async fn dry_run_changes_nothing_and_prints_the_plan() {
 
     assert_eq!(s.tenant.users(), before, "the dry run changed the tenant");
     let stats = s.tenant.stats();
-    assert_eq!((stats.created, stats.updated, stats.bulk_requests), (0, 0, 0));
+    assert_eq!(
+        (stats.created, stats.updated, stats.bulk_requests),
+        (0, 0, 0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,7 +208,8 @@ async fn a_bad_credentials_file_exits_2_naming_the_field_not_the_value() {
 async fn a_refused_token_exits_2_without_retrying_for_minutes() {
     let s = setup(CSV).await;
     let wrong = s.credentials.with_file_name("wrong.json");
-    let secret = json!({"base_url": s.tenant.base_url(), "auth_type": "bearer", "token": "not-the-token"});
+    let secret =
+        json!({"base_url": s.tenant.base_url(), "auth_type": "bearer", "token": "not-the-token"});
     std::fs::write(&wrong, secret.to_string()).unwrap();
     let mut argv = args(&["provision", "--csv"], &[&s.csv]);
     argv.extend(args(&["--credentials"], &[&wrong]));

@@ -12,7 +12,11 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
 }
 
 fn validate(args: &[&str]) -> (i32, String, String) {
-    let Output { status, stdout, stderr } = Command::new(BIN)
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = Command::new(BIN)
         .arg("validate")
         .args(args)
         .env_remove("RUST_LOG")
@@ -65,7 +69,10 @@ fn bad_rows_exit_1_with_their_line_numbers() {
     let (code, out, err) = validate(&["--csv", &csv]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("line 3: email"), "{out}");
-    assert!(!out.contains("grace.example.com"), "addresses are masked: {out}");
+    assert!(
+        !out.contains("grace.example.com"),
+        "addresses are masked: {out}"
+    );
     // The quoted line break puts Alan's record on lines 4-5; Katherine is on line 6.
     assert!(out.contains("line 4: last_name is empty"), "{out}");
     assert!(out.contains("line 6: status value \"on leave\""), "{out}");
@@ -88,7 +95,11 @@ fn bad_rows_exit_1_with_their_line_numbers() {
 #[test]
 fn a_missing_column_exits_2_naming_it() {
     let dir = tempfile::tempdir().unwrap();
-    let csv = write(dir.path(), "nolast.csv", "Work Email,First Name,Dept\na@x.io,A,Ops\n");
+    let csv = write(
+        dir.path(),
+        "nolast.csv",
+        "Work Email,First Name,Dept\na@x.io,A,Ops\n",
+    );
     let (code, out, err) = validate(&["--csv", &csv]);
     assert_eq!(code, 2, "{out}{err}");
     assert!(err.contains("last_name"), "{err}");
@@ -107,7 +118,10 @@ fn an_unreadable_file_or_bad_usage_exits_2() {
 
 #[test]
 fn help_shows_examples() {
-    let out = Command::new(BIN).args(["provision", "--help"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["provision", "--help"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("Examples:"), "{text}");

@@ -67,7 +67,11 @@ fn kinds(report: &CycleReport) -> Vec<&'static str> {
 
 fn retry_of(outcome: &Outcome) -> (Option<u16>, String, Duration) {
     match outcome {
-        Outcome::Retry { status, reason, delay } => (*status, reason.clone(), *delay),
+        Outcome::Retry {
+            status,
+            reason,
+            delay,
+        } => (*status, reason.clone(), *delay),
         other => panic!("expected a retry, got {other:?}"),
     }
 }
@@ -123,11 +127,16 @@ async fn operations_missing_from_the_response_are_retried_and_never_duplicated()
     let engine = engine_with(bearer(&proxy, &scim), EngineConfig::default());
     proxy.inject("POST", "/Bulk", Fault::DropBulkOps(2));
     let first = cycle(&engine, ops("dropped", 5)).await;
-    assert_eq!(kinds(&first), ["created", "created", "created", "retry", "retry"]);
+    assert_eq!(
+        kinds(&first),
+        ["created", "created", "created", "retry", "retry"]
+    );
     // The server did apply the dropped ones: the retry meets a 409 and resolves it.
     let again: Vec<Operation> = first.results.iter().filter_map(|r| r.requeued()).collect();
     assert_eq!(again.len(), 2);
-    assert!(again.iter().all(|op| op.attempt == 1 && op.last_error.is_some()));
+    assert!(again
+        .iter()
+        .all(|op| op.attempt == 1 && op.last_error.is_some()));
     let second = cycle(&engine, again).await;
     assert_eq!(kinds(&second), ["updated", "updated"]);
     assert_eq!(scim.users().await.len(), 5);
@@ -139,7 +148,10 @@ async fn applied_but_reported_as_failed_resolves_by_lookup_and_update() {
     let engine = engine_with(bearer(&proxy, &scim), EngineConfig::default());
     proxy.inject("POST", "/Bulk", Fault::AppliedButFailed);
     let first = cycle(&engine, ops("applied", 4)).await;
-    assert!(first.results.iter().all(|r| retry_of(&r.outcome).0 == Some(500)));
+    assert!(first
+        .results
+        .iter()
+        .all(|r| retry_of(&r.outcome).0 == Some(500)));
     let again = first.results.iter().filter_map(|r| r.requeued()).collect();
     let second = cycle(&engine, again).await;
     assert_eq!(kinds(&second), ["updated"; 4]);
@@ -155,11 +167,16 @@ async fn a_413_splits_the_request_until_it_fits() {
     .await;
     let proxy = FaultProxy::in_front_of(&scim);
     // The server claims a larger limit than it enforces, as some do.
-    let spc = json!({"bulk": {"supported": true, "maxOperations": 1000, "maxPayloadSize": 10_000_000}});
+    let spc =
+        json!({"bulk": {"supported": true, "maxOperations": 1000, "maxPayloadSize": 10_000_000}});
     proxy.inject(
         "GET",
         "/ServiceProviderConfig",
-        Fault::Status { code: 200, retry_after: None, body: Some(spc.to_string()) },
+        Fault::Status {
+            code: 200,
+            retry_after: None,
+            body: Some(spc.to_string()),
+        },
     );
     let engine = engine_with(bearer(&proxy, &scim), EngineConfig::default());
     let report = cycle(&engine, ops("split", 20)).await;
@@ -175,7 +192,11 @@ async fn bulk_answering_404_falls_back_to_single_requests() {
     let engine = engine_with(bearer(&proxy, &scim), EngineConfig::default());
     let report = cycle(&engine, ops("nobulk", 3)).await;
     assert_eq!(kinds(&report), ["created"; 3]);
-    assert_eq!(proxy.hits_for("POST", "/Bulk"), 1, "bulk is not tried again");
+    assert_eq!(
+        proxy.hits_for("POST", "/Bulk"),
+        1,
+        "bulk is not tried again"
+    );
     assert_eq!(proxy.hits_for("POST", "/Users"), 3);
     let again = cycle(&engine, ops("nobulk", 1)).await;
     assert_eq!(kinds(&again), ["updated"]);
@@ -210,10 +231,19 @@ async fn backoff_is_deterministic_with_an_injected_rng() {
         let mut batch = ops("seeded", 4);
         batch.iter_mut().for_each(|op| op.attempt = 5);
         let report = cycle(&engine, batch).await;
-        delays.push(report.results.iter().map(|r| retry_of(&r.outcome).2).collect::<Vec<_>>());
+        delays.push(
+            report
+                .results
+                .iter()
+                .map(|r| retry_of(&r.outcome).2)
+                .collect::<Vec<_>>(),
+        );
     }
     assert_eq!(delays[0], delays[1]);
-    assert!(delays[0].iter().all(|d| *d <= Duration::from_secs(64)), "{delays:?}");
+    assert!(
+        delays[0].iter().all(|d| *d <= Duration::from_secs(64)),
+        "{delays:?}"
+    );
 }
 
 #[tokio::test]
@@ -232,7 +262,10 @@ async fn work_past_the_deadline_or_rate_is_deferred_unsent() {
     let engine = engine_with(bearer(&proxy, &scim), config);
     engine.discover().await.expect("discovery");
     let report = engine
-        .run_cycle(ops("paced", 10), Instant::now() + Duration::from_millis(2_500))
+        .run_cycle(
+            ops("paced", 10),
+            Instant::now() + Duration::from_millis(2_500),
+        )
         .await
         .expect("cycle");
     let created = kinds(&report).iter().filter(|k| **k == "created").count();
@@ -244,10 +277,16 @@ async fn work_past_the_deadline_or_rate_is_deferred_unsent() {
             _ => None,
         })
         .collect();
-    assert_eq!(created, 4, "two requests of two fit in 2.5 s at one a second");
+    assert_eq!(
+        created, 4,
+        "two requests of two fit in 2.5 s at one a second"
+    );
     assert_eq!(deferred.len(), 6);
     assert!(deferred.windows(2).all(|w| w[0] <= w[1]), "{deferred:?}");
-    assert!(deferred[5] > deferred[0], "deferrals are spread: {deferred:?}");
+    assert!(
+        deferred[5] > deferred[0],
+        "deferrals are spread: {deferred:?}"
+    );
     assert_eq!(scim.users().await.len(), 4);
 }
 
@@ -270,7 +309,11 @@ async fn oauth_token_is_shared_refreshed_on_401_and_before_expiry() {
     let engine = engine_with(oauth(&proxy, "test-client-secret"), config);
     let first = cycle(&engine, ops("oauth", 20)).await;
     assert_eq!(kinds(&first), ["created"; 20]);
-    assert_eq!(proxy.tokens_issued(), 1, "one token for concurrent requests");
+    assert_eq!(
+        proxy.tokens_issued(),
+        1,
+        "one token for concurrent requests"
+    );
 
     // Expired mid-run: the 401 is answered by one refresh and a resend.
     proxy.expire_tokens();
@@ -295,8 +338,16 @@ async fn oauth_token_is_shared_refreshed_on_401_and_before_expiry() {
     let bulk_before = proxy.hits_for("POST", "/Bulk");
     let report = cycle(&engine, ops("oauth-d", 1)).await;
     assert_eq!(kinds(&report), ["created"]);
-    assert_eq!(proxy.tokens_issued(), before + 1, "refreshed ahead of expiry");
-    assert_eq!(proxy.hits_for("POST", "/Bulk"), bulk_before + 1, "no 401 and resend");
+    assert_eq!(
+        proxy.tokens_issued(),
+        before + 1,
+        "refreshed ahead of expiry"
+    );
+    assert_eq!(
+        proxy.hits_for("POST", "/Bulk"),
+        bulk_before + 1,
+        "no 401 and resend"
+    );
 }
 
 #[tokio::test]
@@ -307,7 +358,10 @@ async fn cxone_access_key_flow() {
         "token_url": proxy.cxone_token_url(),
         "access_key_id": "test-access-key-id", "access_key_secret": "test-access-key-secret",
     });
-    let engine = engine_with(Credentials::from_json(&json.to_string()).unwrap(), EngineConfig::default());
+    let engine = engine_with(
+        Credentials::from_json(&json.to_string()).unwrap(),
+        EngineConfig::default(),
+    );
     let report = cycle(&engine, ops("cxone", 2)).await;
     assert_eq!(kinds(&report), ["created"; 2]);
     assert_eq!(proxy.tokens_issued(), 1);
@@ -316,7 +370,10 @@ async fn cxone_access_key_flow() {
         .into_iter()
         .find(|r| r.path.ends_with("/cxone/token"))
         .expect("token request");
-    assert_eq!(token_request.json().unwrap()["accessKeyId"], "test-access-key-id");
+    assert_eq!(
+        token_request.json().unwrap()["accessKeyId"],
+        "test-access-key-id"
+    );
 }
 
 #[tokio::test]
@@ -344,4 +401,36 @@ async fn token_endpoint_failures() {
     assert!(text.contains("refused"), "{text}");
     assert!(!text.contains("wrong-secret-value"));
     assert!(scim.users().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_deadline_shorter_than_the_timeout_cuts_the_request_short() {
+    let (scim, proxy) = setup().await;
+    // The default 30 s request timeout is longer than the whole budget: work is still sent,
+    // and a slow answer is abandoned at the deadline, not after 30 s.
+    let engine = engine_with(bearer(&proxy, &scim), EngineConfig::default());
+    engine.discover().await.expect("discovery");
+    let sent = engine
+        .run_cycle(ops("short", 2), Instant::now() + Duration::from_secs(5))
+        .await
+        .expect("cycle");
+    assert_eq!(kinds(&sent), ["created"; 2]);
+    proxy.inject("POST", "/Bulk", Fault::Delay(Duration::from_secs(20)));
+    let started = Instant::now();
+    let report = engine
+        .run_cycle(
+            ops("short-slow", 2),
+            Instant::now() + Duration::from_secs(3),
+        )
+        .await
+        .expect("cycle");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    for r in &report.results {
+        let (_, reason, _) = retry_of(&r.outcome);
+        assert!(reason.contains("timed out"), "{reason}");
+    }
 }

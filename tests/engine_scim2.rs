@@ -229,12 +229,23 @@ async fn falls_back_to_one_request_per_user_without_bulk() {
 // scim2-server accepts any userName, even an empty one: the embedded tenant rejects it like CXone.
 #[tokio::test]
 async fn invalid_user_fails_permanently_and_the_rest_go() {
-    let tenant = Tenant::start(TenantConfig::default()).await.expect("tenant");
-    let engine = engine(&tenant.base_url(), &TenantConfig::default().bearer_token, EngineConfig::default());
+    let tenant = Tenant::start(TenantConfig::default())
+        .await
+        .expect("tenant");
+    let engine = engine(
+        &tenant.base_url(),
+        &TenantConfig::default().bearer_token,
+        EngineConfig::default(),
+    );
     let mut bad = user("bad-one");
     bad.user_name = String::new();
     let report = cycle(&engine, vec![op(user("good-one")), op(bad)]).await;
-    assert_eq!(kinds(&report), ["created", "failed"], "{:?}", report.results);
+    assert_eq!(
+        kinds(&report),
+        ["created", "failed"],
+        "{:?}",
+        report.results
+    );
     match &report.results[1].outcome {
         Outcome::Failed { status, detail, .. } => {
             assert_eq!(*status, Some(400));

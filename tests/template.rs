@@ -17,7 +17,11 @@ fn run(program: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(output.status.success(), "{} {args:?} failed:\n{text}", program.display());
+    assert!(
+        output.status.success(),
+        "{} {args:?} failed:\n{text}",
+        program.display()
+    );
     text
 }
 
@@ -29,10 +33,18 @@ fn cfn_lint_is_clean() {
 #[test]
 fn template_checks_beyond_cfn_lint() {
     let contract = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/CONTRACT.md");
-    assert!(contract.exists(), "CONTRACT.md is expected beside the repository: {}", contract.display());
+    assert!(
+        contract.exists(),
+        "CONTRACT.md is expected beside the repository: {}",
+        contract.display()
+    );
     let out = run(
         &support::venv_bin("python"),
-        &["infra/check_template.py", "template.yaml", &contract.to_string_lossy()],
+        &[
+            "infra/check_template.py",
+            "template.yaml",
+            &contract.to_string_lossy(),
+        ],
     );
     assert!(out.contains("OK"), "{out}");
 }

@@ -30,7 +30,10 @@ pub async fn credential_source(
 ) -> Result<Arc<dyn CredentialSource>, UsageError> {
     if let Some(path) = &options.file {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            UsageError(format!("cannot read the credentials file {}: {e}", path.display()))
+            UsageError(format!(
+                "cannot read the credentials file {}: {e}",
+                path.display()
+            ))
         })?;
         return parse(&text, &format!("credentials file {}", path.display()));
     }
@@ -89,7 +92,11 @@ mod tests {
         };
         let err = credential_source(&options).await.err().unwrap().0;
         assert!(err.contains("/nonexistent/creds.json"), "{err}");
-        let none = credential_source(&CredentialOptions::default()).await.err().unwrap().0;
+        let none = credential_source(&CredentialOptions::default())
+            .await
+            .err()
+            .unwrap()
+            .0;
         assert!(none.contains("--credentials"), "{none}");
     }
 }

@@ -34,7 +34,7 @@ const MAX_PAYLOAD: usize = 24 * 1024;
 const OVERSEND: f64 = 1.2;
 /// Operations per cycle and each cycle's deadline: several cycles, as SQS batches would be.
 const BATCH: usize = 250;
-const CYCLE: Duration = Duration::from_secs(4);
+const CYCLE: Duration = Duration::from_secs(8);
 /// Request timeout: a cycle only sends what can finish before its deadline.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -101,7 +101,10 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, UsageError> {
     }
     let progress = Progress::new(input.rows, args.quiet);
     let pre_settled = (input.invalid.len() + input.superseded.len()) as u64;
-    let settings = RunSettings { batch: BATCH, cycle: CYCLE };
+    let settings = RunSettings {
+        batch: BATCH,
+        cycle: CYCLE,
+    };
     let drained = runner::drain(&engine, &queue, settings, &progress, pre_settled).await;
     progress.finish();
     let drained = drained.map_err(|e| UsageError(e.to_string()))?;
@@ -109,14 +112,18 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, UsageError> {
 
     let stats = tenant.stats();
     let users = tenant.users();
-    let verification = verify(
-        &input,
-        &seeded,
-        &users,
-        &drained.results,
-        stats.created,
-        summary.counts.created,
-    );
+    let verification = if drained.unfinished > 0 {
+        Verification::interrupted(drained.unfinished)
+    } else {
+        verify(
+            &input,
+            &seeded,
+            &users,
+            &drained.results,
+            stats.created,
+            summary.counts.created,
+        )
+    };
     if let Some(path) = &args.report {
         let mut report = input.report_lines();
         report.extend(drained.report);
@@ -130,14 +137,21 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, UsageError> {
             nothing_lost: verification.ok(),
         };
         // A struct of strings and numbers always serializes.
-        println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json).unwrap_or_default()
+        );
     } else {
         print!("{}", summary.table());
         println!("{}", tenant_line(&stats));
         print!("{}", verdict(&verification, &input, &seeded));
     }
     tenant.shutdown().await;
-    Ok(if verification.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if verification.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn check(args: &DemoArgs) -> Result<(), UsageError> {
@@ -145,7 +159,9 @@ fn check(args: &DemoArgs) -> Result<(), UsageError> {
         return Err(UsageError("--error-rate must be between 0 and 1".into()));
     }
     if !(args.rate_limit.is_finite() && args.rate_limit >= 1.0) {
-        return Err(UsageError("--rate-limit must be at least 1 (requests per second)".into()));
+        return Err(UsageError(
+            "--rate-limit must be at least 1 (requests per second)".into(),
+        ));
     }
     if !(args.time_scale.is_finite() && args.time_scale >= 0.0) {
         return Err(UsageError("--time-scale must be 0 or more".into()));
@@ -168,11 +184,16 @@ fn tenant_config(args: &DemoArgs, token: &str) -> TenantConfig {
 fn engine(args: &DemoArgs, tenant: &Tenant, token: &str) -> Result<Engine, UsageError> {
     let credentials = Credentials {
         base_url: tenant.base_url(),
-        auth: Auth::Bearer { token: Secret::new(token) },
+        auth: Auth::Bearer {
+            token: Secret::new(token),
+        },
     };
     let config = EngineConfig {
         requests_per_minute: Some((args.rate_limit * 60.0 * OVERSEND).round() as u32),
-        timeouts: Timeouts { request: REQUEST_TIMEOUT, connect: Duration::from_secs(1) },
+        timeouts: Timeouts {
+            request: REQUEST_TIMEOUT,
+            connect: Duration::from_secs(1),
+        },
         ..EngineConfig::default()
     };
     let engine = Engine::new(config, Arc::new(StaticCredentials(credentials)))
@@ -240,7 +261,7 @@ fn verdict(verification: &Verification, input: &Input, seeded: &Seeded) -> Strin
         );
     }
     let mut out = format!(
-        "PROBLEMS: {} of the tenant's users do not match the file ({} users checked):\n",
+        "PROBLEMS: the tenant does not hold what the file asks for ({} problem(s), {} users checked):\n",
         verification.problems.len(),
         thousands(verification.checked as u64)
     );
@@ -248,7 +269,10 @@ fn verdict(verification: &Verification, input: &Input, seeded: &Seeded) -> Strin
         out.push_str(&format!("  {problem}\n"));
     }
     if verification.problems.len() > SHOWN {
-        out.push_str(&format!("  ... and {} more\n", verification.problems.len() - SHOWN));
+        out.push_str(&format!(
+            "  ... and {} more\n",
+            verification.problems.len() - SHOWN
+        ));
     }
     out
 }

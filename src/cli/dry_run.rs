@@ -60,8 +60,11 @@ pub async fn run(
         invalid_rows: group(input.invalid.iter().map(|r| error_kind(&r.error))),
         ..Plan::default()
     };
-    let mut skips: Vec<String> =
-        input.superseded.iter().map(|_| "superseded by a later row for the same userName".into()).collect();
+    let mut skips: Vec<String> = input
+        .superseded
+        .iter()
+        .map(|_| "superseded by a later row for the same userName".into())
+        .collect();
     let mut unknown = Vec::new();
     let create_inactive = engine.config().create_inactive;
     for (op, found) in input.operations.iter().zip(found) {
@@ -72,7 +75,9 @@ pub async fn run(
             (Ok(None), false) if create_inactive => plan.create += 1,
             (Ok(None), false) => {
                 plan.skip += 1;
-                skips.push("no user with this userName exists, so there is nothing to deactivate".into());
+                skips.push(
+                    "no user with this userName exists, so there is nothing to deactivate".into(),
+                );
             }
             (Err(e), _) => {
                 plan.unknown += 1;
@@ -87,12 +92,19 @@ pub async fn run(
     }
     if args.json {
         // A struct of strings and numbers always serializes.
-        println!("{}", serde_json::to_string_pretty(&plan).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&plan).unwrap_or_default()
+        );
     } else {
         print!("{}", text(&plan, &input.source));
     }
     let clean = plan.invalid == 0 && plan.unknown == 0;
-    Ok(if clean { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// One lookup, retried while the service throttles or fails transiently.
@@ -121,7 +133,10 @@ fn text(plan: &Plan, source: &str) -> String {
     } else {
         "Service: no Bulk support; one request per user\n".into()
     });
-    out.push_str(&format!("Plan for {} rows of {source}:\n", thousands(plan.rows)));
+    out.push_str(&format!(
+        "Plan for {} rows of {source}:\n",
+        thousands(plan.rows)
+    ));
     for (label, n) in [
         ("create", plan.create),
         ("update", plan.update),

@@ -65,9 +65,16 @@ impl Input {
             let row = row?;
             input.rows += 1;
             match row.result {
-                Err(error) => input.invalid.push(InvalidRow { line: row.line, error }),
+                Err(error) => input.invalid.push(InvalidRow {
+                    line: row.line,
+                    error,
+                }),
                 Ok(user) => match last.superseded_by(&user, row.line) {
-                    Some(by) => input.superseded.push(SupersededRow { line: row.line, by, user }),
+                    Some(by) => input.superseded.push(SupersededRow {
+                        line: row.line,
+                        by,
+                        user,
+                    }),
                     None => input
                         .operations
                         .push(Operation::new(user, source, Some(row.line))),
@@ -170,7 +177,10 @@ mod tests {
         assert_eq!(input.operations[0].user.first_name, "Grace, RN");
         assert!(!input.operations[1].user.active);
         assert_eq!(input.invalid[0].line, 3);
-        assert_eq!(error_kind(&input.invalid[0].error), "email is not a valid address");
+        assert_eq!(
+            error_kind(&input.invalid[0].error),
+            "email is not a valid address"
+        );
         assert_eq!((input.superseded[0].line, input.superseded[0].by), (2, 5));
         assert_eq!(input.unknown_columns(), ["Cost Centre"]);
         let report = input.report_lines();
@@ -183,7 +193,10 @@ mod tests {
     #[test]
     fn truncation_counts_records_not_lines() {
         let text = "email,first_name,last_name\na@x.io,\"A\nB\",C\nb@x.io,B,C\n";
-        assert_eq!(first_records(text, 1, b','), "email,first_name,last_name\na@x.io,\"A\nB\",C\n");
+        assert_eq!(
+            first_records(text, 1, b','),
+            "email,first_name,last_name\na@x.io,\"A\nB\",C\n"
+        );
         assert_eq!(first_records(text, 0, b','), "email,first_name,last_name\n");
         assert_eq!(first_records(text, 5, b','), text);
     }

@@ -89,7 +89,7 @@ pub struct DemoArgs {
     #[arg(long, value_name = "FRACTION", default_value_t = 0.02)]
     pub error_rate: f64,
     /// Requests per second the tenant accepts before answering 429.
-    #[arg(long, value_name = "PER_SECOND", default_value_t = 20.0)]
+    #[arg(long, value_name = "PER_SECOND", default_value_t = 25.0)]
     pub rate_limit: f64,
     /// Multiplier of retry and deferral delays (0.01: a 30 s backoff waits 0.3 s).
     #[arg(long, value_name = "FACTOR", default_value_t = 0.01)]
@@ -97,7 +97,7 @@ pub struct DemoArgs {
     /// Provision this CSV file instead of the bundled sample.
     #[arg(long, value_name = "FILE")]
     pub csv: Option<PathBuf>,
-    /// Seed of the tenant's ids and injected failures.
+    /// Seed of the tenant's ids and injected failures, and of the backoff jitter.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
     /// Write the JSON Lines report (invalid, skipped and failed rows) to FILE.
@@ -204,7 +204,11 @@ pub async fn run() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     init_tracing();

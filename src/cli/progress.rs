@@ -38,20 +38,32 @@ impl Progress {
     /// nothing at all if `quiet`.
     pub fn new(total: u64, quiet: bool) -> Self {
         if quiet {
-            return Self { bar: None, total, plain: false };
+            return Self {
+                bar: None,
+                total,
+                plain: false,
+            };
         }
         if !std::io::stderr().is_terminal() {
-            return Self { bar: None, total, plain: true };
+            return Self {
+                bar: None,
+                total,
+                plain: true,
+            };
         }
         let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
         // The template is a constant; should it ever be rejected, the default style still works.
         if let Ok(style) = ProgressStyle::with_template(
-            "{spinner} {elapsed:>4} [{bar:30}] {pos}/{len} rows  {msg}",
+            "{spinner} {elapsed:>4} [{bar:25}] {pos}/{len} rows  {wide_msg}",
         ) {
             bar.set_style(style.progress_chars("=> "));
         }
         bar.enable_steady_tick(Duration::from_millis(120));
-        Self { bar: Some(bar), total, plain: false }
+        Self {
+            bar: Some(bar),
+            total,
+            plain: false,
+        }
     }
 
     /// Records a finished cycle.
@@ -107,10 +119,19 @@ mod tests {
             requeued: 70,
             settled: 1630,
             queued: 410,
-            counts: Summary { created: 500, throttled: 9, ..Summary::default() },
+            counts: Summary {
+                created: 500,
+                throttled: 9,
+                ..Summary::default()
+            },
         };
         let line = plain_line(&status, 2040);
-        assert!(line.starts_with("cycle 3: 250 operation(s), 70 re-queued | 1,630/2,040 rows settled, 410 queued"), "{line}");
+        assert!(
+            line.starts_with(
+                "cycle 3: 250 operation(s), 70 re-queued | 1,630/2,040 rows settled, 410 queued"
+            ),
+            "{line}"
+        );
         assert!(line.contains("created 500"), "{line}");
         assert!(line.contains("429s 9"), "{line}");
     }

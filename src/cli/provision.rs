@@ -25,7 +25,9 @@ pub async fn run(args: ProvisionArgs) -> Result<ExitCode, UsageError> {
     let options = CredentialOptions {
         file: args.credentials.clone(),
         secret_id: args.secret_id.clone(),
-        env_json: std::env::var("SCIM_CREDENTIALS").ok().filter(|v| !v.trim().is_empty()),
+        env_json: std::env::var("SCIM_CREDENTIALS")
+            .ok()
+            .filter(|v| !v.trim().is_empty()),
     };
     let credentials = credential_source(&options).await?;
     let name = args.csv.display().to_string();
@@ -44,7 +46,10 @@ pub async fn run(args: ProvisionArgs) -> Result<ExitCode, UsageError> {
         queue.push(operation.clone(), Duration::ZERO);
     }
     let progress = Progress::new(input.rows, args.quiet);
-    let settings = RunSettings { batch: args.batch.max(1), cycle };
+    let settings = RunSettings {
+        batch: args.batch.max(1),
+        cycle,
+    };
     let pre_settled = (input.invalid.len() + input.superseded.len()) as u64;
     let drained = runner::drain(&engine, &queue, settings, &progress, pre_settled).await;
     progress.finish();
@@ -58,7 +63,10 @@ pub async fn run(args: ProvisionArgs) -> Result<ExitCode, UsageError> {
     }
     if args.json {
         // A struct of strings and numbers always serializes.
-        println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).unwrap_or_default()
+        );
     } else {
         print!("{}", summary.table());
         match (&args.report, report.is_empty()) {
@@ -67,7 +75,11 @@ pub async fn run(args: ProvisionArgs) -> Result<ExitCode, UsageError> {
             (None, true) => {}
         }
     }
-    Ok(if summary.all_done() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if summary.all_done() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// The cycle deadline, which must leave room for a request.
@@ -92,11 +104,17 @@ fn engine(
             UpdateMethodArg::Patch => UpdateMethod::Patch,
         },
         create_inactive: args.create_inactive,
-        retry: RetryPolicy { max_attempts: args.max_attempts, ..RetryPolicy::default() },
+        retry: RetryPolicy {
+            max_attempts: args.max_attempts,
+            ..RetryPolicy::default()
+        },
         concurrency: args.concurrency.max(1),
         requests_per_minute: args.requests_per_minute.filter(|n| *n > 0),
         // The engine sends nothing that could end after the cycle's deadline.
-        timeouts: Timeouts { request: REQUEST_TIMEOUT.min(cycle / 2), ..Timeouts::default() },
+        timeouts: Timeouts {
+            request: REQUEST_TIMEOUT.min(cycle / 2),
+            ..Timeouts::default()
+        },
         ..EngineConfig::default()
     };
     Engine::new(config, credentials).map_err(|e| UsageError(e.to_string()))
@@ -118,5 +136,7 @@ pub async fn preflight(engine: &Engine) -> Result<ProviderLimits, UsageError> {
     } else {
         ""
     };
-    Err(UsageError(format!("cannot use the SCIM service: {last}{hint}")))
+    Err(UsageError(format!(
+        "cannot use the SCIM service: {last}{hint}"
+    )))
 }

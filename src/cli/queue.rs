@@ -192,9 +192,15 @@ mod tests {
     #[tokio::test]
     async fn time_scale_shortens_delays() {
         let queue = DelayQueue::new(0.001);
-        assert_eq!(queue.scaled(Duration::from_secs(30)), Duration::from_millis(30));
+        assert_eq!(
+            queue.scaled(Duration::from_secs(30)),
+            Duration::from_millis(30)
+        );
         queue.push(op("x"), Duration::from_secs(30));
-        assert!(queue.pop_ready(1, Instant::now()).is_empty(), "not ready at once");
+        assert!(
+            queue.pop_ready(1, Instant::now()).is_empty(),
+            "not ready at once"
+        );
         let start = Instant::now();
         let batch = queue.next_batch(1).await;
         assert_eq!(names(&batch), ["x"]);
@@ -217,8 +223,14 @@ mod tests {
     async fn enqueue_accepts_everything() {
         let queue = DelayQueue::new(-1.0);
         let items = vec![
-            Requeue { operation: op("a"), delay: Duration::from_secs(5) },
-            Requeue { operation: op("b"), delay: Duration::ZERO },
+            Requeue {
+                operation: op("a"),
+                delay: Duration::from_secs(5),
+            },
+            Requeue {
+                operation: op("b"),
+                delay: Duration::ZERO,
+            },
         ];
         assert!(queue.enqueue(&items).await.is_empty());
         assert_eq!(queue.len(), 2);

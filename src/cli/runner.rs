@@ -51,28 +51,50 @@ pub enum RunError {
 }
 
 /// Ctrl-C: the first press stops the run after the current cycle, a second one exits at once.
+/// Once the run is over (dropped), a press exits at once: the handler cannot be uninstalled.
 struct Interrupt {
     pressed: Arc<AtomicBool>,
+    running: Arc<AtomicBool>,
     notify: Arc<Notify>,
+}
+
+impl Drop for Interrupt {
+    fn drop(&mut self) {
+        self.running.store(false, Ordering::Relaxed);
+    }
 }
 
 impl Interrupt {
     fn listen() -> Self {
         let pressed = Arc::new(AtomicBool::new(false));
+        let running = Arc::new(AtomicBool::new(true));
         let notify = Arc::new(Notify::new());
-        let (flag, wake) = (Arc::clone(&pressed), Arc::clone(&notify));
+        let (flag, alive, wake) = (
+            Arc::clone(&pressed),
+            Arc::clone(&running),
+            Arc::clone(&notify),
+        );
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_err() {
                 return;
             }
+            if !alive.load(Ordering::Relaxed) {
+                std::process::exit(130);
+            }
             flag.store(true, Ordering::Relaxed);
             wake.notify_one();
-            eprintln!("\nInterrupted: finishing the current cycle (press Ctrl-C again to quit at once)");
+            eprintln!(
+                "\nInterrupted: finishing the current cycle (press Ctrl-C again to quit at once)"
+            );
             if tokio::signal::ctrl_c().await.is_ok() {
                 std::process::exit(130);
             }
         });
-        Self { pressed, notify }
+        Self {
+            pressed,
+            running,
+            notify,
+        }
     }
 
     fn pressed(&self) -> bool {
@@ -91,7 +113,10 @@ pub async fn drain(
 ) -> Result<Drained, RunError> {
     let interrupt = Interrupt::listen();
     let mut drained = Drained::default();
-    let mut status = Status { settled, ..Status::default() };
+    let mut status = Status {
+        settled,
+        ..Status::default()
+    };
     while !interrupt.pressed() {
         let batch = tokio::select! {
             batch = queue.next_batch(settings.batch) => batch,
@@ -136,7 +161,13 @@ fn succeeded(counts: &Summary) -> u64 {
 /// Whether every operation of a cycle came back for a retry after a 401.
 fn refused_everything(results: &[OperationResult]) -> bool {
     !results.is_empty()
-        && results
-            .iter()
-            .all(|r| matches!(r.outcome, Outcome::Retry { status: Some(401), .. }))
+        && results.iter().all(|r| {
+            matches!(
+                r.outcome,
+                Outcome::Retry {
+                    status: Some(401),
+                    ..
+                }
+            )
+        })
 }

@@ -65,7 +65,11 @@ pub fn seed(tenant: &Tenant, input: &Input) -> Result<Seeded, ScimError> {
     // Leavers and active users are counted apart, so each gets its share whatever the mix.
     let (mut leavers, mut actives) = (0, 0);
     for op in &input.operations {
-        let counter = if op.user.active { &mut actives } else { &mut leavers };
+        let counter = if op.user.active {
+            &mut actives
+        } else {
+            &mut leavers
+        };
         let index = *counter;
         *counter += 1;
         if let Some(old) = stale_copy(index, &op.user) {
@@ -98,7 +102,11 @@ pub fn seed(tenant: &Tenant, input: &Input) -> Result<Seeded, ScimError> {
     seeded.bystanders = tenant
         .users()
         .into_iter()
-        .filter(|doc| doc["userName"].as_str().is_some_and(|u| keys.contains(&user_name_key(u))))
+        .filter(|doc| {
+            doc["userName"]
+                .as_str()
+                .is_some_and(|u| keys.contains(&user_name_key(u)))
+        })
         .collect();
     Ok(seeded)
 }

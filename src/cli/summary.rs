@@ -144,10 +144,22 @@ impl RunSummary {
         row("failed", thousands(c.failed), "");
         row("invalid rows", thousands(c.invalid), "");
         if self.unfinished > 0 {
-            row("not done", thousands(self.unfinished), "interrupted with work still queued");
+            row(
+                "not done",
+                thousands(self.unfinished),
+                "interrupted: run the same file again (updates are idempotent)",
+            );
         }
-        row("retries", thousands(c.retried), "re-queued after 429/5xx/timeouts, with jittered backoff");
-        row("deferred", thousands(c.deferred), "re-queued unsent: cycle deadline or request rate");
+        row(
+            "retries",
+            thousands(c.retried),
+            "re-queued after 429/5xx/timeouts, with jittered backoff",
+        );
+        row(
+            "deferred",
+            thousands(c.deferred),
+            "re-queued unsent: cycle deadline or request rate",
+        );
         row("429s met", thousands(c.throttled), "");
         row("requests sent", thousands(c.requests), "");
         row("cycles", thousands(self.cycles), "");

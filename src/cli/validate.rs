@@ -47,29 +47,45 @@ pub fn run(path: &Path, json: bool) -> Result<ExitCode, UsageError> {
         columns: input
             .columns
             .iter()
-            .map(|(header, field)| Column { header, field: field.map(|f| f.name()) })
+            .map(|(header, field)| Column {
+                header,
+                field: field.map(|f| f.name()),
+            })
             .collect(),
         rows: input.rows,
         valid: input.operations.len() + input.superseded.len(),
         invalid: input
             .invalid
             .iter()
-            .map(|r| Finding { line: r.line, reason: r.error.to_string() })
+            .map(|r| Finding {
+                line: r.line,
+                reason: r.error.to_string(),
+            })
             .collect(),
         invalid_by_kind: group(input.invalid.iter().map(|r| error_kind(&r.error))),
         superseded: input
             .superseded
             .iter()
-            .map(|r| Finding { line: r.line, reason: super::input::superseded_reason(r.by) })
+            .map(|r| Finding {
+                line: r.line,
+                reason: super::input::superseded_reason(r.by),
+            })
             .collect(),
     };
     if json {
         // A struct of strings and numbers always serializes.
-        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
     } else {
         print!("{}", text(&report));
     }
-    Ok(if report.invalid.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.invalid.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn delimiter_name(delimiter: u8) -> String {
@@ -80,15 +96,27 @@ fn delimiter_name(delimiter: u8) -> String {
 }
 
 fn text(report: &Report<'_>) -> String {
-    let mut out = format!("File: {} (delimiter \"{}\")\nColumns:\n", report.file, report.delimiter);
-    let width = report.columns.iter().map(|c| c.header.chars().count()).max().unwrap_or(0);
+    let mut out = format!(
+        "File: {} (delimiter \"{}\")\nColumns:\n",
+        report.file, report.delimiter
+    );
+    let width = report
+        .columns
+        .iter()
+        .map(|c| c.header.chars().count())
+        .max()
+        .unwrap_or(0);
     for column in &report.columns {
         let target = match column.field {
             Some(field) => format!("-> {field}"),
             None => "(ignored: matches no field)".into(),
         };
         let pad = width - column.header.chars().count();
-        out.push_str(&format!("  {}{}  {target}\n", column.header, " ".repeat(pad)));
+        out.push_str(&format!(
+            "  {}{}  {target}\n",
+            column.header,
+            " ".repeat(pad)
+        ));
     }
     out.push_str(&format!(
         "Rows: {} read, {} valid, {} invalid",

@@ -22,6 +22,16 @@ pub struct Verification {
 }
 
 impl Verification {
+    /// No check: the run was interrupted with work still queued.
+    pub fn interrupted(unfinished: u64) -> Self {
+        Self {
+            checked: 0,
+            problems: vec![format!(
+                "interrupted with {unfinished} operation(s) still queued: the tenant was not checked"
+            )],
+        }
+    }
+
     /// Whether the tenant holds exactly what the input asked for.
     pub fn ok(&self) -> bool {
         self.problems.is_empty()
@@ -55,14 +65,30 @@ fn differences(doc: &Value, user: &User) -> Vec<&'static str> {
         .and_then(|all| all.iter().find(|e| e["primary"] == true).or(all.first()))
         .and_then(|e| e["value"].as_str());
     let checks = [
-        ("userName", doc["userName"].as_str() == Some(user.user_name.as_str())),
-        ("name.givenName", doc["name"]["givenName"].as_str() == Some(user.first_name.as_str())),
-        ("name.familyName", doc["name"]["familyName"].as_str() == Some(user.last_name.as_str())),
+        (
+            "userName",
+            doc["userName"].as_str() == Some(user.user_name.as_str()),
+        ),
+        (
+            "name.givenName",
+            doc["name"]["givenName"].as_str() == Some(user.first_name.as_str()),
+        ),
+        (
+            "name.familyName",
+            doc["name"]["familyName"].as_str() == Some(user.last_name.as_str()),
+        ),
         ("emails", email == Some(user.email.as_str())),
-        ("active", doc["active"].as_bool().unwrap_or(true) == user.active),
+        (
+            "active",
+            doc["active"].as_bool().unwrap_or(true) == user.active,
+        ),
         ("title", doc["title"].as_str() == user.title.as_deref()),
     ];
-    checks.iter().filter(|(_, same)| !same).map(|(name, _)| *name).collect()
+    checks
+        .iter()
+        .filter(|(_, same)| !same)
+        .map(|(name, _)| *name)
+        .collect()
 }
 
 /// Checks every user of the input, the users nobody asked for, and the summary's creations.
@@ -75,13 +101,19 @@ pub fn verify(
     created_in_summary: u64,
 ) -> Verification {
     let tenant = TenantView::new(tenant_users);
-    let outcomes: HashMap<String, &Outcome> =
-        results.iter().map(|r| (r.operation.user.key(), &r.outcome)).collect();
+    let outcomes: HashMap<String, &Outcome> = results
+        .iter()
+        .map(|r| (r.operation.user.key(), &r.outcome))
+        .collect();
     let mut problems = Vec::new();
     for op in &input.operations {
         let user = &op.user;
         let key = user.key();
-        let at = format!("line {} ({})", op.row.unwrap_or_default(), mask_email(&user.user_name));
+        let at = format!(
+            "line {} ({})",
+            op.row.unwrap_or_default(),
+            mask_email(&user.user_name)
+        );
         let found = tenant.get(&key);
         let should_exist = user.active || seeded.existed(&key);
         match (found, should_exist) {
@@ -89,21 +121,38 @@ pub fn verify(
             ([doc], true) => {
                 let wrong = differences(doc, user);
                 if !wrong.is_empty() {
-                    problems.push(format!("{at}: {} differ(s) from the file", wrong.join(", ")));
+                    let verb = if wrong.len() == 1 {
+                        "differs"
+                    } else {
+                        "differ"
+                    };
+                    problems.push(format!("{at}: {} {verb} from the file", wrong.join(", ")));
                 }
             }
             ([], false) => {
                 if !matches!(outcomes.get(&key), Some(Outcome::Skipped { .. })) {
-                    problems.push(format!("{at}: a leaver who never existed was not reported skipped"));
+                    problems.push(format!(
+                        "{at}: a leaver who never existed was not reported skipped"
+                    ));
                 }
             }
             ([_], false) => problems.push(format!("{at}: a leaver who never existed was created")),
             (many, _) => problems.push(format!("{at}: exists {} times", many.len())),
         }
+        if let (Some(Outcome::Failed { .. }), Some(last)) =
+            (outcomes.get(&key), problems.last_mut())
+        {
+            if last.starts_with(&at) {
+                last.push_str(" (its operation failed: see \"Failed, by reason\")");
+            }
+        }
     }
     let expected: HashSet<String> = input.operations.iter().map(|op| op.user.key()).collect();
-    let bystanders: HashSet<&str> =
-        seeded.bystanders.iter().filter_map(|d| d["id"].as_str()).collect();
+    let bystanders: HashSet<&str> = seeded
+        .bystanders
+        .iter()
+        .filter_map(|d| d["id"].as_str())
+        .collect();
     for doc in tenant_users {
         let name = doc["userName"].as_str().unwrap_or_default();
         let known = expected.contains(&user_name_key(name))
@@ -119,7 +168,9 @@ pub fn verify(
         let now = tenant_users.iter().find(|d| d["id"] == before["id"]);
         if now != Some(before) {
             let name = mask_email(before["userName"].as_str().unwrap_or_default());
-            problems.push(format!("{name}, whom the file does not mention, was changed or removed"));
+            problems.push(format!(
+                "{name}, whom the file does not mention, was changed or removed"
+            ));
         }
     }
     if created_by_tenant != created_in_summary {
@@ -127,5 +178,8 @@ pub fn verify(
             "the summary counts {created_in_summary} users created but the tenant created {created_by_tenant}"
         ));
     }
-    Verification { checked: input.operations.len(), problems }
+    Verification {
+        checked: input.operations.len(),
+        problems,
+    }
 }

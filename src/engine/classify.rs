@@ -48,7 +48,11 @@ mod tests {
             body: Some(serde_json::json!({"detail": "userName is required"})),
         };
         assert_eq!(failure_detail(&with), "userName is required");
-        let without = SubReply { status: 302, location: None, body: None };
+        let without = SubReply {
+            status: 302,
+            location: None,
+            body: None,
+        };
         assert!(failure_detail(&without).contains("redirect"));
     }
 }

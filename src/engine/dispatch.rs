@@ -2,7 +2,7 @@
 //! whole-request 400) or, on servers without Bulk, one request per resource; and userName lookups.
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
@@ -16,6 +16,9 @@ use crate::scim::filter::user_name_eq;
 use crate::scim::http::{Reply, SendError};
 use crate::scim::request::{SubOp, SubResult};
 use crate::scim::resource::{read_lookup, read_reply, Lookup};
+
+/// The least time before the deadline worth starting a request in.
+const MIN_REQUEST_WINDOW: Duration = Duration::from_secs(2);
 
 /// What a lookup found, or why it could not tell.
 #[derive(Debug, Clone)]
@@ -35,12 +38,13 @@ impl Cycle<'_> {
     async fn admit(&self) -> Result<(), SubResult> {
         let engine = self.engine;
         let deferred = self.deferred_requests.load(Ordering::Relaxed);
-        match engine.limiter.admit(
-            Instant::now(),
-            self.deadline,
-            engine.config.timeouts.request,
-            deferred,
-        ) {
+        // A request is sent if it has at least this long before the deadline; its timeout is
+        // then cut to the time left, so a short deadline defers work instead of blocking it.
+        let window = MIN_REQUEST_WINDOW.min(engine.config.timeouts.request);
+        match engine
+            .limiter
+            .admit(Instant::now(), self.deadline, window, deferred)
+        {
             Admission::SendAt(at) => {
                 tokio::time::sleep_until(at.into()).await;
                 self.stats.requests.fetch_add(1, Ordering::Relaxed);
@@ -101,7 +105,12 @@ impl Cycle<'_> {
         self.stats.bulk_requests.fetch_add(1, Ordering::Relaxed);
         let refs: Vec<&SubOp> = chunk.iter().collect();
         let body = Bytes::from(bulk::encode(&refs));
-        let reply = match self.engine.http.send(Method::POST, "/Bulk", &[], Some(body)).await {
+        let reply = match self
+            .engine
+            .http
+            .send(Method::POST, "/Bulk", &[], Some(body), Some(self.deadline))
+            .await
+        {
             Ok(reply) => reply,
             Err(e) => return BulkOutcome::Done(all(&chunk, transient_from(e))),
         };
@@ -144,7 +153,12 @@ impl Cycle<'_> {
             return deferred;
         }
         let body = Bytes::from(op.data.to_string());
-        match self.engine.http.send(op.verb.method(), &op.path, &[], Some(body)).await {
+        match self
+            .engine
+            .http
+            .send(op.verb.method(), &op.path, &[], Some(body), Some(self.deadline))
+            .await
+        {
             Ok(reply) => {
                 self.count(reply.status);
                 reply_result(&reply)
@@ -171,7 +185,13 @@ impl Cycle<'_> {
         let sent = self
             .engine
             .http
-            .send(Method::GET, "/Users", &[("filter", filter.as_str())], None)
+            .send(
+                Method::GET,
+                "/Users",
+                &[("filter", filter.as_str())],
+                None,
+                Some(self.deadline),
+            )
             .await;
         let reply = match sent {
             Ok(reply) => reply,
@@ -192,7 +212,10 @@ impl Cycle<'_> {
     }
 }
 
-fn split_into_chunks(ops: Vec<SubOp>, limits: &crate::scim::discovery::ProviderLimits) -> Vec<Vec<SubOp>> {
+fn split_into_chunks(
+    ops: Vec<SubOp>,
+    limits: &crate::scim::discovery::ProviderLimits,
+) -> Vec<Vec<SubOp>> {
     let plan = bulk::chunk(&ops, limits);
     let mut slots: Vec<Option<SubOp>> = ops.into_iter().map(Some).collect();
     plan.into_iter()
@@ -219,7 +242,8 @@ fn reply_result(reply: &Reply) -> SubResult {
     if reply.status == 401 {
         return SubResult::Transient {
             status: Some(401),
-            reason: "unauthorized even after refreshing the token and re-reading the credentials".into(),
+            reason: "unauthorized even after refreshing the token and re-reading the credentials"
+                .into(),
             retry_after: None,
         };
     }

@@ -53,7 +53,11 @@ impl Engine {
                 false,
                 None,
             )),
-            Some(LookupResult::Failed(SubResult::Transient { status, reason, retry_after })) => {
+            Some(LookupResult::Failed(SubResult::Transient {
+                status,
+                reason,
+                retry_after,
+            })) => {
                 // A 401 survived a token refresh: asking again will not help.
                 let retryable = status != Some(401);
                 Err(failed(status, reason, retryable, retry_after))
@@ -64,10 +68,18 @@ impl Engine {
                 true,
                 Some(delay),
             )),
-            Some(LookupResult::Failed(SubResult::Reply(reply))) => {
-                Err(failed(Some(reply.status), failure_detail(&reply), false, None))
-            }
-            None => Err(failed(None, "the lookup returned no result".into(), true, None)),
+            Some(LookupResult::Failed(SubResult::Reply(reply))) => Err(failed(
+                Some(reply.status),
+                failure_detail(&reply),
+                false,
+                None,
+            )),
+            None => Err(failed(
+                None,
+                "the lookup returned no result".into(),
+                true,
+                None,
+            )),
         }
     }
 }

@@ -116,7 +116,10 @@ pub struct Engine {
 
 impl Engine {
     /// An engine reading its credentials from `credentials`.
-    pub fn new(config: EngineConfig, credentials: Arc<dyn CredentialSource>) -> Result<Self, EngineError> {
+    pub fn new(
+        config: EngineConfig,
+        credentials: Arc<dyn CredentialSource>,
+    ) -> Result<Self, EngineError> {
         let http = ScimHttp::new(credentials, config.timeouts)
             .map_err(|e| EngineError::Client(e.without_url().to_string()))?;
         Ok(Self {
@@ -149,7 +152,7 @@ impl Engine {
         }
         let reply = self
             .http
-            .send(reqwest::Method::GET, "/ServiceProviderConfig", &[], None)
+            .send(reqwest::Method::GET, "/ServiceProviderConfig", &[], None, None)
             .await
             .map_err(|e| format!("ServiceProviderConfig: {e}"))?;
         let limits = match reply.status {
@@ -174,7 +177,9 @@ impl Engine {
         let mut cached = self.limits.lock().await;
         if let Some(limits) = cached.as_mut() {
             if limits.bulk {
-                tracing::warn!("the SCIM service answered 404/501 to /Bulk: sending one request per user");
+                tracing::warn!(
+                    "the SCIM service answered 404/501 to /Bulk: sending one request per user"
+                );
             }
             limits.bulk = false;
         }
@@ -288,6 +293,8 @@ impl Cycle<'_> {
         reason: &str,
         retry_after: Option<Duration>,
     ) -> Vec<Outcome> {
-        ops.iter().map(|op| self.retry(op, status, reason, retry_after)).collect()
+        ops.iter()
+            .map(|op| self.retry(op, status, reason, retry_after))
+            .collect()
     }
 }

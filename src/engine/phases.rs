@@ -60,12 +60,22 @@ impl Cycle<'_> {
         let mut updates = Vec::new();
         for (key, found) in self.lookups(names).await {
             let op = &ops[key];
-            let action = if op.user.active { Update::Replace } else { Update::Deactivate };
+            let action = if op.user.active {
+                Update::Replace
+            } else {
+                Update::Deactivate
+            };
             match found {
-                LookupResult::Answer(Lookup::Found(id)) => updates.push(self.update_op(key, op, &id, action)),
-                LookupResult::Answer(Lookup::NotFound) if action == Update::Deactivate && !create_inactive => {
+                LookupResult::Answer(Lookup::Found(id)) => {
+                    updates.push(self.update_op(key, op, &id, action))
+                }
+                LookupResult::Answer(Lookup::NotFound)
+                    if action == Update::Deactivate && !create_inactive =>
+                {
                     outcomes[key] = Some(Outcome::Skipped {
-                        reason: "no user with this userName exists, so there is nothing to deactivate".into(),
+                        reason:
+                            "no user with this userName exists, so there is nothing to deactivate"
+                                .into(),
                     });
                 }
                 LookupResult::Answer(Lookup::NotFound) => {
@@ -113,7 +123,12 @@ impl Cycle<'_> {
             .map(|(k, o)| {
                 o.unwrap_or_else(|| {
                     // Every path above sets an outcome; this keeps an operation from vanishing if one is missed.
-                    self.retry(&ops[k], None, "no outcome was recorded for this operation", None)
+                    self.retry(
+                        &ops[k],
+                        None,
+                        "no outcome was recorded for this operation",
+                        None,
+                    )
                 })
             })
             .collect()
@@ -142,19 +157,27 @@ impl Cycle<'_> {
                 )
             }
         };
-        SubOp { key, verb, path, data }
+        SubOp {
+            key,
+            verb,
+            path,
+            data,
+        }
     }
 
     /// The outcome of anything but success: deferred, retry, or a permanent failure.
     fn unsuccessful(&self, op: &Operation, result: SubResult) -> Outcome {
         match result {
             SubResult::Deferred(delay) => Outcome::Deferred {
-                reason: "not sent: the cycle's deadline or request rate budget would be passed".into(),
+                reason: "not sent: the cycle's deadline or request rate budget would be passed"
+                    .into(),
                 delay,
             },
-            SubResult::Transient { status, reason, retry_after } => {
-                self.retry(op, status, &reason, retry_after)
-            }
+            SubResult::Transient {
+                status,
+                reason,
+                retry_after,
+            } => self.retry(op, status, &reason, retry_after),
             SubResult::Reply(r) if is_retryable(r.status) => {
                 let reason = failure_detail(&r);
                 self.retry(op, Some(r.status), &reason, None)

@@ -133,12 +133,21 @@ impl Invocation {
 
     /// The invocation described by the Lambda context (its deadline is in ms since the epoch).
     pub fn from_context(context: &lambda_runtime::Context) -> Self {
-        let deadline = UNIX_EPOCH + Duration::from_millis(context.deadline);
-        let remaining = deadline
-            .duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO);
+        let remaining = remaining_time(context.deadline, SystemTime::now());
         Self::new(context.request_id.clone(), remaining)
     }
+}
+
+/// Time left before `deadline_ms`. Lambda sends Unix time in milliseconds; a value too small to
+/// be one (before 2001) is read as milliseconds from now, as `cargo lambda watch` sends
+/// `600000` for its 10-minute limit.
+fn remaining_time(deadline_ms: u64, now: SystemTime) -> Duration {
+    const UNIX_2001_MS: u64 = 1_000_000_000_000;
+    if deadline_ms < UNIX_2001_MS {
+        return Duration::from_millis(deadline_ms);
+    }
+    let deadline = UNIX_EPOCH + Duration::from_millis(deadline_ms);
+    deadline.duration_since(now).unwrap_or(Duration::ZERO)
 }
 
 /// Runs the function under the Lambda runtime until the runtime stops it.
@@ -220,6 +229,7 @@ pub async fn handle(
             .deadline
             .checked_sub(state.config.deadline_margin)
             .unwrap_or_else(Instant::now);
+        warn_if_no_time(deadline, state.config.timeouts.request);
         let mut summary = Summary::default();
         let trigger = trigger(&event);
         let kind = trigger.as_ref().ok().copied();
@@ -242,6 +252,19 @@ pub async fn handle(
     }
     .instrument(span)
     .await
+}
+
+/// The engine starts a request only with a couple of seconds left before the deadline (and
+/// cuts its timeout to the time left): with less, everything is deferred, invocation after invocation.
+fn warn_if_no_time(deadline: Instant, request_timeout: Duration) {
+    let budget = deadline.saturating_duration_since(Instant::now());
+    if budget < Duration::from_secs(2).min(request_timeout) {
+        tracing::warn!(
+            budget_seconds = budget.as_secs(),
+            "almost no time is left before the deadline: nothing can be sent and the work is \
+             deferred; raise the function timeout or lower DEADLINE_MARGIN_SECONDS"
+        );
+    }
 }
 
 fn log_summary(trigger: Option<Trigger>, s: &Summary, result: &Result<Value, HandlerError>) {
@@ -317,6 +340,15 @@ mod tests {
             assert_eq!(trigger(&event).unwrap(), Trigger::EventBridge);
             assert!(eventbridge::target(&event["detail"]).is_ok());
         }
+    }
+
+    #[test]
+    fn deadlines_are_unix_milliseconds_or_a_duration() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_750_000_000);
+        let in_a_minute = 1_750_000_060_000;
+        assert_eq!(remaining_time(in_a_minute, now), Duration::from_secs(60));
+        assert_eq!(remaining_time(1_749_999_000_000, now), Duration::ZERO);
+        assert_eq!(remaining_time(600_000, now), Duration::from_secs(600));
     }
 
     #[test]

@@ -66,7 +66,7 @@ pub(super) async fn handle(
     summary: &mut Summary,
 ) -> Result<Value, HandlerError> {
     let event: S3Event = serde_json::from_value(event).map_err(|e| {
-        HandlerError::BadEvent(format!("not an S3 notification ({})", e.classify_text()))
+        HandlerError::BadEvent(format!("not an S3 notification ({})", json_problem(&e)))
     })?;
     let mut objects = Vec::new();
     let mut first_error = None;
@@ -105,21 +105,11 @@ pub(super) async fn handle(
     }
 }
 
-/// serde_json's error category and position, never the offending text (it may be personal data).
-trait ClassifyText {
-    fn classify_text(&self) -> String;
-}
-
-impl ClassifyText for serde_json::Error {
-    fn classify_text(&self) -> String {
-        let what = match self.classify() {
-            serde_json::error::Category::Data => "a field is missing or has the wrong type",
-            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
-                "invalid JSON"
-            }
-            serde_json::error::Category::Io => "unreadable",
-        };
-        what.to_string()
+/// What is wrong with an event that does not deserialize, without quoting it (personal data).
+fn json_problem(error: &serde_json::Error) -> &'static str {
+    match error.classify() {
+        serde_json::error::Category::Data => "a field is missing or has the wrong type",
+        _ => "invalid JSON",
     }
 }
 

@@ -41,7 +41,10 @@ impl AuthError {
     /// Whether trying again later could help.
     pub fn is_transient(&self) -> bool {
         matches!(self, AuthError::Unavailable(_))
-            || matches!(self, AuthError::Credentials(CredentialsError::Unavailable(_)))
+            || matches!(
+                self,
+                AuthError::Credentials(CredentialsError::Unavailable(_))
+            )
     }
 }
 

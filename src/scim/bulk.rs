@@ -79,7 +79,11 @@ pub fn parse_status(value: &Value) -> Option<u16> {
     match value {
         Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
         Value::String(s) => {
-            let digits: String = s.trim().chars().take_while(|c| c.is_ascii_digit()).collect();
+            let digits: String = s
+                .trim()
+                .chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect();
             digits.parse().ok()
         }
         Value::Object(o) => o.get("code").and_then(parse_status),
@@ -110,10 +114,7 @@ pub fn parse_response(
     let results = doc["Operations"]
         .as_array()
         .ok_or(BulkParseError::NoOperations)?;
-    let by_bulk_id: HashMap<String, usize> = sent
-        .iter()
-        .map(|op| (op.bulk_id(), op.key))
-        .collect();
+    let by_bulk_id: HashMap<String, usize> = sent.iter().map(|op| (op.bulk_id(), op.key)).collect();
     let by_resource: HashMap<String, usize> = sent
         .iter()
         .filter(|op| op.verb != Verb::Post)
@@ -150,7 +151,8 @@ pub fn parse_response(
                 Some(Some(reply)) => SubResult::Reply(reply),
                 Some(None) => SubResult::Transient {
                     status: None,
-                    reason: "the BulkResponse gave this operation no status, or conflicting ones".into(),
+                    reason: "the BulkResponse gave this operation no status, or conflicting ones"
+                        .into(),
                     retry_after,
                 },
                 None => SubResult::Transient {

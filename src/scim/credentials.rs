@@ -174,7 +174,10 @@ mod tests {
             r#"{"base_url": "https://t.example", "auth_type": "oauth_client_credentials", "token_url": "https://id.example/token", "client_id": "c", "client_secret": "s"}"#,
         )
         .unwrap();
-        assert!(matches!(o.auth, Auth::OAuthClientCredentials { scope: None, .. }));
+        assert!(matches!(
+            o.auth,
+            Auth::OAuthClientCredentials { scope: None, .. }
+        ));
         let c = Credentials::from_json(
             r#"{"base_url": "https://t.example", "auth_type": "cxone_access_key", "token_url": "https://na1.example/token", "access_key_id": "k", "access_key_secret": "s"}"#,
         )
@@ -187,14 +190,38 @@ mod tests {
         let cases = [
             ("not json", CredentialsError::NotJson),
             ("[1]", CredentialsError::NotJson),
-            (r#"{"auth_type": "bearer", "token": "sekrit"}"#, CredentialsError::Missing("base_url")),
-            (r#"{"base_url": "https://x", "token": "sekrit"}"#, CredentialsError::Missing("auth_type")),
-            (r#"{"base_url": "https://x", "auth_type": "bearer"}"#, CredentialsError::Missing("token")),
-            (r#"{"base_url": "https://x", "auth_type": "bearer", "token": 5}"#, CredentialsError::NotString("token")),
-            (r#"{"base_url": "https://x", "auth_type": "basic", "token": "sekrit"}"#, CredentialsError::UnknownAuthType),
-            (r#"{"base_url": "https://x", "auth_type": "oauth_client_credentials", "token_url": "https://t", "client_id": "c"}"#, CredentialsError::Missing("client_secret")),
-            (r#"{"base_url": "http://tenant.example", "auth_type": "bearer", "token": "sekrit"}"#, CredentialsError::InsecureUrl("base_url")),
-            (r#"{"base_url": "https://x", "auth_type": "cxone_access_key", "token_url": "ftp://t", "access_key_id": "k", "access_key_secret": "sekrit"}"#, CredentialsError::InsecureUrl("token_url")),
+            (
+                r#"{"auth_type": "bearer", "token": "sekrit"}"#,
+                CredentialsError::Missing("base_url"),
+            ),
+            (
+                r#"{"base_url": "https://x", "token": "sekrit"}"#,
+                CredentialsError::Missing("auth_type"),
+            ),
+            (
+                r#"{"base_url": "https://x", "auth_type": "bearer"}"#,
+                CredentialsError::Missing("token"),
+            ),
+            (
+                r#"{"base_url": "https://x", "auth_type": "bearer", "token": 5}"#,
+                CredentialsError::NotString("token"),
+            ),
+            (
+                r#"{"base_url": "https://x", "auth_type": "basic", "token": "sekrit"}"#,
+                CredentialsError::UnknownAuthType,
+            ),
+            (
+                r#"{"base_url": "https://x", "auth_type": "oauth_client_credentials", "token_url": "https://t", "client_id": "c"}"#,
+                CredentialsError::Missing("client_secret"),
+            ),
+            (
+                r#"{"base_url": "http://tenant.example", "auth_type": "bearer", "token": "sekrit"}"#,
+                CredentialsError::InsecureUrl("base_url"),
+            ),
+            (
+                r#"{"base_url": "https://x", "auth_type": "cxone_access_key", "token_url": "ftp://t", "access_key_id": "k", "access_key_secret": "sekrit"}"#,
+                CredentialsError::InsecureUrl("token_url"),
+            ),
         ];
         for (text, expected) in cases {
             let err = Credentials::from_json(text).unwrap_err();
@@ -205,7 +232,11 @@ mod tests {
 
     #[test]
     fn http_is_allowed_to_loopback_only() {
-        for url in ["http://127.0.0.1:8080/scim", "http://localhost:1", "http://[::1]:9/x"] {
+        for url in [
+            "http://127.0.0.1:8080/scim",
+            "http://localhost:1",
+            "http://[::1]:9/x",
+        ] {
             let text = format!(r#"{{"base_url": "{url}", "auth_type": "bearer", "token": "t"}}"#);
             assert!(Credentials::from_json(&text).is_ok(), "{url}");
         }

@@ -60,9 +60,17 @@ mod tests {
 
     #[test]
     fn configured_maximum_caps_the_server() {
-        let doc = json!({"bulk": {"supported": true, "maxOperations": 1000, "maxPayloadSize": 1048576}});
+        let doc =
+            json!({"bulk": {"supported": true, "maxOperations": 1000, "maxPayloadSize": 1048576}});
         let l = ProviderLimits::from_config(&doc, 50);
-        assert_eq!(l, ProviderLimits { bulk: true, max_operations: 50, max_payload_size: 1_048_576 });
+        assert_eq!(
+            l,
+            ProviderLimits {
+                bulk: true,
+                max_operations: 50,
+                max_payload_size: 1_048_576
+            }
+        );
         let doc = json!({"bulk": {"supported": true, "maxOperations": 10, "maxPayloadSize": 2000}});
         assert_eq!(ProviderLimits::from_config(&doc, 50).max_operations, 10);
     }
@@ -71,7 +79,10 @@ mod tests {
     fn unsupported_or_missing_bulk_falls_back() {
         assert!(!ProviderLimits::from_config(&json!({"bulk": {"supported": false}}), 50).bulk);
         assert!(!ProviderLimits::from_config(&json!({}), 50).bulk);
-        let l = ProviderLimits::from_config(&json!({"bulk": {"supported": "true", "maxOperations": "0"}}), 50);
+        let l = ProviderLimits::from_config(
+            &json!({"bulk": {"supported": "true", "maxOperations": "0"}}),
+            50,
+        );
         assert!(l.bulk);
         assert_eq!(l.max_operations, 50);
         assert_eq!(l.max_payload_size, DEFAULT_MAX_PAYLOAD);

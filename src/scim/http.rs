@@ -2,7 +2,7 @@
 //! never follow a redirect to another host), bearer auth with one refresh and resend on 401.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION, RETRY_AFTER};
@@ -64,11 +64,15 @@ pub enum SendError {
 pub struct ScimHttp {
     client: reqwest::Client,
     auth: Authenticator,
+    timeout: Duration,
 }
 
 impl ScimHttp {
     /// Builds the process's HTTP client and authenticator.
-    pub fn new(source: Arc<dyn CredentialSource>, timeouts: Timeouts) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        source: Arc<dyn CredentialSource>,
+        timeouts: Timeouts,
+    ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .user_agent(crate::USER_AGENT)
             .connect_timeout(timeouts.connect)
@@ -77,7 +81,11 @@ impl ScimHttp {
             .gzip(true)
             .build()?;
         let auth = Authenticator::new(source, client.clone());
-        Ok(Self { client, auth })
+        Ok(Self {
+            client,
+            auth,
+            timeout: timeouts.request,
+        })
     }
 
     /// The SCIM base URL from the current credentials (loading them if needed).
@@ -85,7 +93,8 @@ impl ScimHttp {
         Ok(self.auth.session().await?.base_url)
     }
 
-    /// Sends `method path` (relative to the base URL, starting with `/`) with an optional JSON body;
+    /// Sends `method path` (relative to the base URL, starting with `/`) with an optional JSON body,
+    /// giving up at `deadline` if that comes before the client's own timeout;
     /// on 401 refreshes the token (re-reading the credentials) once and sends again.
     pub async fn send(
         &self,
@@ -93,6 +102,7 @@ impl ScimHttp {
         path: &str,
         query: &[(&str, &str)],
         body: Option<Bytes>,
+        deadline: Option<Instant>,
     ) -> Result<Reply, SendError> {
         let mut refreshed = false;
         loop {
@@ -107,6 +117,10 @@ impl ScimHttp {
             }
             if let Some(body) = &body {
                 request = request.header(CONTENT_TYPE, SCIM_JSON).body(body.clone());
+            }
+            if let Some(deadline) = deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                request = request.timeout(left.max(Duration::from_millis(1)).min(self.timeout));
             }
             let reply = read_reply(request.send().await).await?;
             if reply.status == 401 && !refreshed {

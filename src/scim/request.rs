@@ -119,7 +119,10 @@ mod tests {
 
     #[test]
     fn ids_from_absolute_and_relative_locations() {
-        assert_eq!(id_from_location("https://t.example/scim/v2/Users/abc").as_deref(), Some("abc"));
+        assert_eq!(
+            id_from_location("https://t.example/scim/v2/Users/abc").as_deref(),
+            Some("abc")
+        );
         assert_eq!(id_from_location("/Users/abc/").as_deref(), Some("abc"));
         assert_eq!(id_from_location("Users/abc?x=1").as_deref(), Some("abc"));
         assert_eq!(id_from_location(""), None);

@@ -99,7 +99,11 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
-        match read_reply(&reply(201, r#"{"id": "u2", "meta": {"location": "/Users/u2"}}"#, None)) {
+        match read_reply(&reply(
+            201,
+            r#"{"id": "u2", "meta": {"location": "/Users/u2"}}"#,
+            None,
+        )) {
             SubResult::Reply(r) => assert_eq!(r.resource_id().as_deref(), Some("u2")),
             other => panic!("{other:?}"),
         }
@@ -107,13 +111,20 @@ mod tests {
 
     #[test]
     fn patch_204_without_body_is_a_reply() {
-        assert!(matches!(read_reply(&reply(204, "", None)), SubResult::Reply(r) if r.status == 204));
+        assert!(
+            matches!(read_reply(&reply(204, "", None)), SubResult::Reply(r) if r.status == 204)
+        );
     }
 
     #[test]
     fn html_success_is_transient_html_error_keeps_its_status() {
-        assert!(matches!(read_reply(&reply(200, "<html>", None)), SubResult::Transient { .. }));
-        assert!(matches!(read_reply(&reply(502, "<html>", None)), SubResult::Reply(r) if r.status == 502 && r.body.is_none()));
+        assert!(matches!(
+            read_reply(&reply(200, "<html>", None)),
+            SubResult::Transient { .. }
+        ));
+        assert!(
+            matches!(read_reply(&reply(502, "<html>", None)), SubResult::Reply(r) if r.status == 502 && r.body.is_none())
+        );
     }
 
     #[test]
@@ -123,9 +134,17 @@ mod tests {
             {"id": "2", "userName": "ada@example.co"},
         ]})
         .to_string();
-        assert_eq!(read_lookup(body.as_bytes(), "ada@example.com"), Some(Lookup::Found("1".into())));
-        assert_eq!(read_lookup(br#"{"totalResults": 0}"#, "x"), Some(Lookup::NotFound));
-        let two = json!({"Resources": [{"id": "1", "userName": "a"}, {"id": "2", "userName": "A"}]}).to_string();
+        assert_eq!(
+            read_lookup(body.as_bytes(), "ada@example.com"),
+            Some(Lookup::Found("1".into()))
+        );
+        assert_eq!(
+            read_lookup(br#"{"totalResults": 0}"#, "x"),
+            Some(Lookup::NotFound)
+        );
+        let two =
+            json!({"Resources": [{"id": "1", "userName": "a"}, {"id": "2", "userName": "A"}]})
+                .to_string();
         assert_eq!(read_lookup(two.as_bytes(), "a"), Some(Lookup::Ambiguous(2)));
         assert_eq!(read_lookup(b"<html>", "a"), None);
     }

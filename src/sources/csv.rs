@@ -223,7 +223,10 @@ impl<R: Read> CsvSource<R> {
 
     /// Every header column (trimmed) with the field it maps to, in file order.
     pub fn columns(&self) -> impl Iterator<Item = (&str, Option<Field>)> {
-        self.headers.iter().map(String::as_str).zip(self.columns.iter().copied())
+        self.headers
+            .iter()
+            .map(String::as_str)
+            .zip(self.columns.iter().copied())
     }
 
     /// The delimiter in use (`,`, `;` or tab, or the one an Excel `sep=` line names).

@@ -57,7 +57,13 @@ fn chunks_respect_both_limits() {
 
 #[test]
 fn status_in_every_shape() {
-    for v in [json!("201"), json!(201), json!({"code": "201"}), json!({"code": 201}), json!("201 Created")] {
+    for v in [
+        json!("201"),
+        json!(201),
+        json!({"code": "201"}),
+        json!({"code": 201}),
+        json!("201 Created"),
+    ] {
         assert_eq!(parse_status(&v), Some(201), "{v}");
     }
     assert_eq!(parse_status(&json!(null)), None);
@@ -111,7 +117,8 @@ fn put_results_without_bulk_id_match_by_location() {
 fn post_results_without_bulk_id_are_not_guessed() {
     let ops = [post(0)];
     let refs: Vec<&SubOp> = ops.iter().collect();
-    let body = json!({"Operations": [{"method": "POST", "status": "201", "location": "/Users/zzz"}]});
+    let body =
+        json!({"Operations": [{"method": "POST", "status": "201", "location": "/Users/zzz"}]});
     let out = parse_response(body.to_string().as_bytes(), &refs, None).unwrap();
     assert!(matches!(out[0].1, SubResult::Transient { .. }));
 }
@@ -136,9 +143,18 @@ fn unknown_and_conflicting_duplicates() {
 fn unreadable_bodies_are_errors() {
     let ops = [post(0)];
     let refs: Vec<&SubOp> = ops.iter().collect();
-    assert_eq!(parse_response(b"<html>oops</html>", &refs, None), Err(BulkParseError::NotJson));
-    assert_eq!(parse_response(br#"{"Operations": [{"bulkId""#, &refs, None), Err(BulkParseError::NotJson));
-    assert_eq!(parse_response(b"{}", &refs, None), Err(BulkParseError::NoOperations));
+    assert_eq!(
+        parse_response(b"<html>oops</html>", &refs, None),
+        Err(BulkParseError::NotJson)
+    );
+    assert_eq!(
+        parse_response(br#"{"Operations": [{"bulkId""#, &refs, None),
+        Err(BulkParseError::NotJson)
+    );
+    assert_eq!(
+        parse_response(b"{}", &refs, None),
+        Err(BulkParseError::NoOperations)
+    );
 }
 
 proptest! {
