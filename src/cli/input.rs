@@ -3,7 +3,8 @@
 
 use crate::operation::Operation;
 use crate::report::ReportLine;
-use crate::sources::{last_lines_by_user, CsvSource, Field, FileError, RowError};
+use crate::sources::rows;
+use crate::sources::{fate, last_lines_by_user, CsvSource, Field, FileError, RowError, RowFate};
 use crate::user::User;
 
 /// A row that cannot be provisioned.
@@ -64,21 +65,17 @@ impl Input {
         for row in reader {
             let row = row?;
             input.rows += 1;
-            match row.result {
-                Err(error) => input.invalid.push(InvalidRow {
-                    line: row.line,
-                    error,
-                }),
-                Ok(user) => match last.superseded_by(&user, row.line) {
-                    Some(by) => input.superseded.push(SupersededRow {
-                        line: row.line,
-                        by,
-                        user,
-                    }),
-                    None => input
+            let line = row.line;
+            match fate(row, &last) {
+                RowFate::Invalid(error) => input.invalid.push(InvalidRow { line, error }),
+                RowFate::Superseded { by, user } => {
+                    input.superseded.push(SupersededRow { line, by, user })
+                }
+                RowFate::Provision(user) => {
+                    input
                         .operations
-                        .push(Operation::new(user, source, Some(row.line))),
-                },
+                        .push(Operation::new(user, source, Some(line)))
+                }
             }
         }
         Ok(input)
@@ -95,18 +92,14 @@ impl Input {
 
     /// Report lines for every invalid and superseded row.
     pub fn report_lines(&self) -> Vec<ReportLine> {
-        let invalid = self.invalid.iter().map(|row| {
-            let mut line = ReportLine::new(self.source.clone(), "invalid", row.error.to_string());
-            line.row = Some(row.line);
-            line
-        });
-        let superseded = self.superseded.iter().map(|row| {
-            let reason = superseded_reason(row.by);
-            let mut line = ReportLine::new(self.source.clone(), "duplicate", reason);
-            line.row = Some(row.line);
-            line.user_name = Some(row.user.user_name.clone());
-            line
-        });
+        let invalid = self
+            .invalid
+            .iter()
+            .map(|row| rows::invalid_line(&self.source, row.line, &row.error));
+        let superseded = self
+            .superseded
+            .iter()
+            .map(|row| rows::duplicate_line(&self.source, row.line, row.by, &row.user));
         invalid.chain(superseded).collect()
     }
 }
@@ -133,11 +126,6 @@ pub fn first_records(data: &str, rows: usize, delimiter: u8) -> &str {
         // Zero rows: the header line alone.
         None => data.split_inclusive('\n').next().unwrap_or(data),
     }
-}
-
-/// Why a superseded row is skipped.
-pub fn superseded_reason(by: u64) -> String {
-    format!("superseded by line {by}: the last row for a userName wins")
 }
 
 /// A short, data-free name for the kind of row error, to group errors in summaries.

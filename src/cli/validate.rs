@@ -68,7 +68,7 @@ pub fn run(path: &Path, json: bool) -> Result<ExitCode, UsageError> {
             .iter()
             .map(|r| Finding {
                 line: r.line,
-                reason: super::input::superseded_reason(r.by),
+                reason: crate::sources::rows::superseded_reason(r.by),
             })
             .collect(),
     };

@@ -156,7 +156,13 @@ impl Cycle<'_> {
         match self
             .engine
             .http
-            .send(op.verb.method(), &op.path, &[], Some(body), Some(self.deadline))
+            .send(
+                op.verb.method(),
+                &op.path,
+                &[],
+                Some(body),
+                Some(self.deadline),
+            )
             .await
         {
             Ok(reply) => {

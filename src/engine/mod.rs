@@ -152,7 +152,13 @@ impl Engine {
         }
         let reply = self
             .http
-            .send(reqwest::Method::GET, "/ServiceProviderConfig", &[], None, None)
+            .send(
+                reqwest::Method::GET,
+                "/ServiceProviderConfig",
+                &[],
+                None,
+                None,
+            )
             .await
             .map_err(|e| format!("ServiceProviderConfig: {e}"))?;
         let limits = match reply.status {

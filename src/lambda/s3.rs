@@ -16,7 +16,9 @@ use crate::operation::Operation;
 use crate::pipeline::{self, Requeue, Summary, WorkQueue};
 use crate::report::ReportLine;
 use crate::retry::MAX_DELAY;
-use crate::sources::{last_lines_by_user, CsvSource, FileError, LastLines, Row};
+use crate::sources::{
+    fate, last_lines_by_user, rows, CsvSource, FileError, LastLines, Row, RowFate,
+};
 
 /// Deferred operations enqueued per SendMessageBatch-sized flush (10 messages of 50).
 const FLUSH_OPERATIONS: usize = 500;
@@ -167,39 +169,29 @@ impl Rows {
                     continue;
                 }
                 Item::UnknownColumns(columns) => {
-                    let list = columns
-                        .iter()
-                        .map(|c| format!("{c:?}"))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    let reason = format!("columns that match no field were ignored: {list}");
                     self.report
-                        .push(ReportLine::new(self.source.clone(), "ignored", reason));
+                        .push(rows::ignored_columns_line(&self.source, &columns));
                     continue;
                 }
             };
             self.rows += 1;
-            let user = match row.result {
-                Ok(user) => user,
-                Err(error) => {
+            let line = row.line;
+            let user = match fate(row, &self.last) {
+                RowFate::Provision(user) => user,
+                RowFate::Invalid(error) => {
                     self.invalid += 1;
-                    let mut line =
-                        ReportLine::new(self.source.clone(), "invalid", error.to_string());
-                    line.row = Some(row.line);
-                    self.report.push(line);
+                    self.report
+                        .push(rows::invalid_line(&self.source, line, &error));
+                    continue;
+                }
+                RowFate::Superseded { by, user } => {
+                    self.duplicates += 1;
+                    self.report
+                        .push(rows::duplicate_line(&self.source, line, by, &user));
                     continue;
                 }
             };
-            if let Some(by) = self.last.superseded_by(&user, row.line) {
-                self.duplicates += 1;
-                let reason = format!("userName appears again on line {by}; the last row wins");
-                let mut line = ReportLine::new(self.source.clone(), "duplicate", reason);
-                line.row = Some(row.line);
-                line.user_name = Some(user.user_name);
-                self.report.push(line);
-                continue;
-            }
-            return Some(Operation::new(user, self.source.clone(), Some(row.line)));
+            return Some(Operation::new(user, self.source.clone(), Some(line)));
         }
         None
     }

@@ -356,11 +356,6 @@ pub fn last_lines_by_user<R: Read>(reader: R) -> Result<LastLines, FileError> {
     Ok(last)
 }
 
-/// Whether the row of `user` at `line` is replaced by a later row of the same userName.
-pub fn is_superseded(last: &LastLines, user: &User, line: u64) -> bool {
-    last.superseded_by(user, line).is_some()
-}
-
 /// Reads the start of the file, up to the end of its first non-blank line (or the sniff limit).
 fn read_prefix<R: Read>(reader: &mut R) -> io::Result<Vec<u8>> {
     let mut prefix = Vec::new();

@@ -7,9 +7,9 @@
 pub mod csv;
 pub mod fields;
 pub mod message;
+pub mod rows;
 
-pub use self::csv::{
-    is_superseded, last_lines_by_user, CsvSource, FileError, LastLines, Row, MAX_FIELD_BYTES,
-};
+pub use self::csv::{last_lines_by_user, CsvSource, FileError, LastLines, Row, MAX_FIELD_BYTES};
 pub use self::fields::{canonical_field, validate, Field, RowError};
 pub use self::message::{parse_message, MessageError, MAX_MESSAGE_BYTES};
+pub use self::rows::{fate, RowFate};

@@ -66,10 +66,10 @@ fn messy_fixture_bom_crlf_aliases_quotes_and_duplicates() {
 
     let last = last_lines_by_user(MESSY).unwrap();
     assert_eq!(last.last_line(ada), Some(7));
-    assert!(is_superseded(&last, ada, 2));
+    assert!(last.superseded_by(ada, 2).is_some());
     assert_eq!(last.superseded_by(ada, 2), Some(7));
-    assert!(!is_superseded(&last, leaver, 7));
-    assert!(!is_superseded(&last, grace, 3));
+    assert!(last.superseded_by(leaver, 7).is_none());
+    assert!(last.superseded_by(grace, 3).is_none());
     assert_eq!(last.len(), 3);
 }
 
