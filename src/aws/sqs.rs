@@ -241,22 +241,10 @@ impl WorkQueue for SqsQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::user::User;
 
     fn item(name: &str, delay_ms: u64, padding: usize) -> Requeue {
-        let user = User {
-            user_name: name.into(),
-            email: name.into(),
-            first_name: "A".into(),
-            last_name: "B".into(),
-            active: true,
-            display_name: None,
-            external_id: None,
-            title: (padding > 0).then(|| "x".repeat(padding)),
-            department: None,
-            employee_number: None,
-            phone: None,
-        };
+        let mut user = crate::user::sample(name);
+        user.title = (padding > 0).then(|| "x".repeat(padding));
         Requeue {
             operation: Operation::new(user, "test", Some(2)),
             delay: Duration::from_millis(delay_ms),

@@ -140,23 +140,9 @@ impl WorkQueue for DelayQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::user::User;
 
     fn op(name: &str) -> Operation {
-        let user = User {
-            user_name: name.into(),
-            email: name.into(),
-            first_name: "A".into(),
-            last_name: "B".into(),
-            active: true,
-            display_name: None,
-            external_id: None,
-            title: None,
-            department: None,
-            employee_number: None,
-            phone: None,
-        };
-        Operation::new(user, "test", None)
+        Operation::new(crate::user::sample(name), "test", None)
     }
 
     fn names(ops: &[Operation]) -> Vec<&str> {

@@ -1,6 +1,6 @@
 //! Writing reports: JSON Lines under `reports/<date>/`, one object per source and invocation.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use super::State;
 use crate::aws::s3::S3Error;
@@ -34,30 +34,14 @@ pub(super) fn report_key(source: &str, request_id: &str, now: SystemTime) -> Str
             .take(max)
             .collect()
     };
-    let days = now
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() / 86_400)
-        .unwrap_or(0);
-    let (y, m, d) = civil_date(days as i64);
+    // RFC 3339 starts with the date: YYYY-MM-DD.
+    let stamp = humantime::format_rfc3339_seconds(now).to_string();
+    let date = stamp.get(..10).unwrap_or("unknown-date");
     format!(
-        "reports/{y:04}-{m:02}-{d:02}/{}-{}.jsonl",
+        "reports/{date}/{}-{}.jsonl",
         clean(source, MAX_SOURCE_CHARS),
         clean(request_id, 100)
     )
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (H. Hinnant's algorithm).
-fn civil_date(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 /// Writes one source's lines; returns the report's `s3://` address, or None when there was
@@ -99,16 +83,8 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn dates_are_gregorian() {
-        assert_eq!(civil_date(0), (1970, 1, 1));
-        assert_eq!(civil_date(11_016), (2000, 2, 29));
-        assert_eq!(civil_date(19_782), (2024, 2, 29));
-        assert_eq!(civil_date(20_453), (2025, 12, 31));
-    }
-
-    #[test]
     fn keys_are_dated_and_sanitized() {
-        let now = UNIX_EPOCH + Duration::from_secs(19_782 * 86_400 + 3600);
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(19_782 * 86_400 + 3600);
         assert_eq!(
             report_key(
                 "s3://scim-uploads/incoming/hr export (1).csv",

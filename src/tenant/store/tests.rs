@@ -380,7 +380,7 @@ fn error_documents_carry_status_as_a_string() {
 
 #[test]
 fn timestamps_are_rfc3339_utc() {
-    let at = |secs| rfc3339(UNIX_EPOCH + std::time::Duration::from_secs(secs));
+    let at = |secs| rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
     assert_eq!(at(0), "1970-01-01T00:00:00Z");
     assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
     assert_eq!(at(1_735_689_599), "2024-12-31T23:59:59Z");
