@@ -1,6 +1,8 @@
 //! `provision` against the embedded tenant started in this test process: a real run, a dry run
 //! that changes nothing, and credential errors that name the field but never the value.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -217,4 +219,41 @@ async fn a_refused_token_exits_2_without_retrying_for_minutes() {
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(err.contains("401"), "{err}");
     assert!(!err.contains("not-the-token"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_id_reads_the_credentials_from_secrets_manager() {
+    let s = setup(CSV).await;
+    let moto = support::start_moto().await;
+    let sdk = support::aws::sdk_config(&moto).await;
+    let secret = std::fs::read_to_string(&s.credentials).unwrap();
+    support::aws::create_secret(&sdk, "cli/scim", &secret).await;
+    let mut argv = args(
+        &["provision", "--secret-id", "cli/scim", "--csv"],
+        &[&s.csv],
+    );
+    argv.push("--json".into());
+    let (code, out, err) = run(argv, moto.env()).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        !out.contains(TOKEN) && !err.contains(TOKEN),
+        "the token leaked"
+    );
+    let users = s.tenant.users();
+    assert_eq!(users.len(), 4);
+    assert!(user(&users, "zoe@example.com").is_some());
+
+    // A secret id that does not exist: a configuration error naming the problem.
+    let argv = args(
+        &["provision", "--secret-id", "cli/missing", "--csv"],
+        &[&s.csv],
+    );
+    let (code, out, err) = run(argv, moto.env()).await;
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        err.contains("cli/missing")
+            || err.contains("not found")
+            || err.contains("ResourceNotFound"),
+        "{err}"
+    );
 }
