@@ -3,17 +3,17 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use scim_bulk_provisioner::engine::{CycleReport, Engine, EngineConfig, EngineError};
+use scim_bulk_provisioner::engine::{EngineConfig, EngineError};
 use scim_bulk_provisioner::operation::{Operation, Outcome};
-use scim_bulk_provisioner::scim::credentials::{Credentials, StaticCredentials};
+use scim_bulk_provisioner::scim::credentials::Credentials;
 use scim_bulk_provisioner::scim::http::Timeouts;
 use scim_bulk_provisioner::user::User;
 use serde_json::json;
+use support::engine::{cycle, engine_with, kinds};
 use support::faults::{Fault, FaultProxy, TokenMode};
 use support::{start_scim2_server, ScimOptions, ScimServer};
 
@@ -40,29 +40,13 @@ fn ops(prefix: &str, n: usize) -> Vec<Operation> {
 }
 
 fn bearer(proxy: &FaultProxy, scim: &ScimServer) -> Credentials {
-    let json = json!({"base_url": proxy.url, "auth_type": "bearer", "token": scim.token});
-    Credentials::from_json(&json.to_string()).expect("credentials")
-}
-
-fn engine_with(credentials: Credentials, config: EngineConfig) -> Engine {
-    Engine::new(config, Arc::new(StaticCredentials(credentials))).expect("engine")
+    support::engine::bearer(&proxy.url, &scim.token)
 }
 
 async fn setup() -> (ScimServer, FaultProxy) {
     let scim = start_scim2_server(ScimOptions::default()).await;
     let proxy = FaultProxy::in_front_of(&scim);
     (scim, proxy)
-}
-
-async fn cycle(engine: &Engine, ops: Vec<Operation>) -> CycleReport {
-    engine
-        .run_cycle(ops, Instant::now() + Duration::from_secs(60))
-        .await
-        .expect("cycle runs")
-}
-
-fn kinds(report: &CycleReport) -> Vec<&'static str> {
-    report.results.iter().map(|r| r.outcome.kind()).collect()
 }
 
 fn retry_of(outcome: &Outcome) -> (Option<u16>, String, Duration) {

@@ -2,15 +2,12 @@
 
 mod support;
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use scim_bulk_provisioner::engine::{CycleReport, Engine, EngineConfig, UpdateMethod};
+use scim_bulk_provisioner::engine::{Engine, EngineConfig, UpdateMethod};
 use scim_bulk_provisioner::operation::{Operation, Outcome};
-use scim_bulk_provisioner::scim::credentials::{Credentials, StaticCredentials};
 use scim_bulk_provisioner::tenant::{Tenant, TenantConfig};
 use scim_bulk_provisioner::user::User;
 use serde_json::Value;
+use support::engine::{bearer, cycle, engine_with, kinds};
 use support::{list_users, start_scim2_server, ScimOptions};
 
 fn user(name: &str) -> User {
@@ -34,20 +31,7 @@ fn op(u: User) -> Operation {
 }
 
 fn engine(base_url: &str, token: &str, config: EngineConfig) -> Engine {
-    let json = serde_json::json!({"base_url": base_url, "auth_type": "bearer", "token": token});
-    let creds = Credentials::from_json(&json.to_string()).expect("credentials");
-    Engine::new(config, Arc::new(StaticCredentials(creds))).expect("engine")
-}
-
-async fn cycle(engine: &Engine, ops: Vec<Operation>) -> CycleReport {
-    engine
-        .run_cycle(ops, Instant::now() + Duration::from_secs(60))
-        .await
-        .expect("cycle runs")
-}
-
-fn kinds(report: &CycleReport) -> Vec<&'static str> {
-    report.results.iter().map(|r| r.outcome.kind()).collect()
+    engine_with(bearer(base_url, token), config)
 }
 
 fn find<'a>(users: &'a [Value], user_name: &str) -> Vec<&'a Value> {

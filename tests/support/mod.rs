@@ -11,6 +11,7 @@
 #![allow(dead_code)] // every test file compiles this module and uses a part of it
 
 pub mod aws;
+pub mod engine;
 pub mod faults;
 
 use std::fs::File;
