@@ -15,13 +15,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message};
+use aws_sdk_sqs::types::Message;
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng};
 use scim_bulk_provisioner::lambda::{handle, Invocation, State};
 use serde_json::{json, Value};
 use support::aws::{
-    create_queues, put_object, queue_depth, receive, report_lines, s3_put_event, sqs, sqs_event,
+    create_queues, put_object, queue_depth, receive, report_lines, s3_put_event, sqs_event,
     start_stack, Queues, Stack, BUCKET,
 };
 use support::faults::{Fault, FaultProxy};
@@ -267,29 +267,7 @@ fn kept(outcome: &Option<Result<Value, String>>, batch: &[Message]) -> HashSet<S
 
 /// Deletes the messages of a batch not kept, as the event source mapping does.
 async fn delete_done(stack: &Stack, queues: &Queues, batch: &[Message], keep: &HashSet<String>) {
-    let entries: Vec<DeleteMessageBatchRequestEntry> = batch
-        .iter()
-        .enumerate()
-        .filter(|(_, m)| !m.message_id().is_some_and(|id| keep.contains(id)))
-        .map(|(i, m)| {
-            DeleteMessageBatchRequestEntry::builder()
-                .id(format!("d{i}"))
-                .receipt_handle(m.receipt_handle().expect("receipt handle"))
-                .build()
-                .expect("delete entry")
-        })
-        .collect();
-    if entries.is_empty() {
-        return;
-    }
-    let out = sqs(&stack.sdk)
-        .delete_message_batch()
-        .queue_url(&queues.url)
-        .set_entries(Some(entries))
-        .send()
-        .await
-        .expect("delete messages");
-    assert!(out.failed().is_empty(), "delete failed: {:?}", out.failed());
+    support::aws::delete_all_but(&stack.sdk, &queues.url, batch, keep).await;
 }
 
 /// Injects a random fault every few requests until `stop`; counts token expiries.

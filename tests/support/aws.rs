@@ -280,7 +280,6 @@ where
     F: FnMut(Value) -> Fut,
     Fut: Future<Output = Result<Value, String>>,
 {
-    let client = sqs(sdk);
     let started = Instant::now();
     let mut pumped = Pumped::default();
     loop {
@@ -327,29 +326,36 @@ where
                     .collect()
             }
         };
-        let entries: Vec<DeleteMessageBatchRequestEntry> = messages
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| !m.message_id().is_some_and(|id| failed.contains(id)))
-            .map(|(i, m)| {
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(format!("d{i}"))
-                    .receipt_handle(m.receipt_handle().expect("receipt handle"))
-                    .build()
-                    .expect("delete entry")
-            })
-            .collect();
-        if !entries.is_empty() {
-            let out = client
-                .delete_message_batch()
-                .queue_url(&queues.url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-                .expect("delete messages");
-            assert!(out.failed().is_empty(), "delete failed: {:?}", out.failed());
-        }
+        delete_all_but(sdk, &queues.url, &messages, &failed).await;
     }
+}
+
+/// Deletes the messages of a batch except those in `keep`, as the event source mapping does
+/// with the ids a partial batch response lists.
+pub async fn delete_all_but(sdk: &SdkConfig, url: &str, batch: &[Message], keep: &HashSet<String>) {
+    let entries: Vec<DeleteMessageBatchRequestEntry> = batch
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| !m.message_id().is_some_and(|id| keep.contains(id)))
+        .map(|(i, m)| {
+            DeleteMessageBatchRequestEntry::builder()
+                .id(format!("d{i}"))
+                .receipt_handle(m.receipt_handle().expect("receipt handle"))
+                .build()
+                .expect("delete entry")
+        })
+        .collect();
+    if entries.is_empty() {
+        return;
+    }
+    let out = sqs(sdk)
+        .delete_message_batch()
+        .queue_url(url)
+        .set_entries(Some(entries))
+        .send()
+        .await
+        .expect("delete messages");
+    assert!(out.failed().is_empty(), "delete failed: {:?}", out.failed());
 }
 
 /// Creates the credentials secret (SecretString).
