@@ -237,7 +237,7 @@ fn transform(path: &Path, stage: Stage) -> Counts {
                     key: window.len(),
                     verb: Verb::Post,
                     path: "/Users".into(),
-                    data: user.to_scim(),
+                    data: user.to_document(None),
                 });
                 if window.len() == WINDOW {
                     flush(&mut window, &mut counts);

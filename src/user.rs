@@ -1,7 +1,9 @@
 //! A validated user as the engine provisions it, and its SCIM 2.0 representation (RFC 7643 §4.1).
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::Value;
+
+use crate::scim::request::Document;
 
 /// SCIM core User schema URN.
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -57,50 +59,119 @@ impl User {
         user_name_key(&self.user_name)
     }
 
-    /// The full SCIM User resource, for POST and PUT.
-    pub fn to_scim(&self) -> Value {
-        let mut schemas = vec![json!(USER_SCHEMA)];
-        let mut doc = Map::new();
-        doc.insert("userName".into(), json!(self.user_name));
-        doc.insert(
-            "name".into(),
-            json!({"givenName": self.first_name, "familyName": self.last_name}),
-        );
-        doc.insert(
-            "emails".into(),
-            json!([{"value": self.email, "type": "work", "primary": true}]),
-        );
-        doc.insert("active".into(), json!(self.active));
-        let optional = [
-            ("displayName", &self.display_name),
-            ("externalId", &self.external_id),
-            ("title", &self.title),
-        ];
-        for (name, value) in optional {
-            if let Some(v) = value {
-                doc.insert(name.into(), json!(v));
-            }
-        }
-        if let Some(phone) = &self.phone {
-            doc.insert(
-                "phoneNumbers".into(),
-                json!([{"value": phone, "type": "work"}]),
-            );
-        }
-        let mut enterprise = Map::new();
-        if let Some(v) = &self.employee_number {
-            enterprise.insert("employeeNumber".into(), json!(v));
-        }
-        if let Some(v) = &self.department {
-            enterprise.insert("department".into(), json!(v));
-        }
-        if !enterprise.is_empty() {
-            schemas.push(json!(ENTERPRISE_SCHEMA));
-            doc.insert(ENTERPRISE_SCHEMA.into(), Value::Object(enterprise));
-        }
-        doc.insert("schemas".into(), Value::Array(schemas));
-        Value::Object(doc)
+    /// The full SCIM User resource, for POST and PUT (`id` set for PUT).
+    pub fn to_document(&self, id: Option<&str>) -> Document {
+        Document::from_serialized(self.scim_json(id, true))
     }
+
+    /// The user's attributes without `schemas`: the value of a PATCH `replace` operation.
+    pub fn attributes_document(&self) -> Document {
+        Document::from_serialized(self.scim_json(None, false))
+    }
+
+    /// The full SCIM User resource as a JSON value (seeding, tests).
+    pub fn to_scim(&self) -> Value {
+        self.to_document(None).to_value()
+    }
+
+    fn scim_json(&self, id: Option<&str>, with_schemas: bool) -> String {
+        let enterprise =
+            (self.employee_number.is_some() || self.department.is_some()).then_some(Enterprise {
+                employee_number: self.employee_number.as_deref(),
+                department: self.department.as_deref(),
+            });
+        let schemas: &[&str] = match (with_schemas, enterprise.is_some()) {
+            (false, _) => &[],
+            (true, false) => &[USER_SCHEMA],
+            (true, true) => &[USER_SCHEMA, ENTERPRISE_SCHEMA],
+        };
+        let doc = ScimUser {
+            schemas,
+            id,
+            user_name: &self.user_name,
+            name: Name {
+                given_name: &self.first_name,
+                family_name: &self.last_name,
+            },
+            emails: [Email {
+                value: &self.email,
+                kind: "work",
+                primary: true,
+            }],
+            active: self.active,
+            display_name: self.display_name.as_deref(),
+            external_id: self.external_id.as_deref(),
+            title: self.title.as_deref(),
+            phone_numbers: self.phone.as_deref().map(|value| {
+                [Phone {
+                    value,
+                    kind: "work",
+                }]
+            }),
+            enterprise,
+        };
+        // Impossible to fail: the document holds only strings and booleans, no maps with
+        // non-string keys and no custom Serialize impl that could return an error.
+        serde_json::to_string(&doc).expect("a SCIM user always serializes")
+    }
+}
+
+/// The SCIM User document, borrowed from a [`User`] and serialized in one pass (no JSON tree).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ScimUser<'a> {
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    schemas: &'a [&'a str],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    user_name: &'a str,
+    name: Name<'a>,
+    emails: [Email<'a>; 1],
+    active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    display_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    external_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    title: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    phone_numbers: Option<[Phone<'a>; 1]>,
+    #[serde(
+        rename = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
+        skip_serializing_if = "Option::is_none"
+    )]
+    enterprise: Option<Enterprise<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Name<'a> {
+    given_name: &'a str,
+    family_name: &'a str,
+}
+
+#[derive(Serialize)]
+struct Email<'a> {
+    value: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    primary: bool,
+}
+
+#[derive(Serialize)]
+struct Phone<'a> {
+    value: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Enterprise<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    employee_number: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    department: Option<&'a str>,
 }
 
 /// Folds a userName for case-insensitive comparison and de-duplication.
@@ -144,6 +215,35 @@ mod tests {
         assert_eq!(v[ENTERPRISE_SCHEMA]["department"], "Ops");
         assert_eq!(v["schemas"][1], ENTERPRISE_SCHEMA);
         assert!(v.get("displayName").is_none());
+    }
+
+    #[test]
+    fn documents_for_post_put_and_patch() {
+        let mut u = sample("Ada@Example.com");
+        u.display_name = Some("Ada \"Countess\" L.".into());
+        u.employee_number = Some("E1".into());
+        let post = u.to_document(None).to_value();
+        assert_eq!(
+            post,
+            serde_json::json!({
+                "schemas": [USER_SCHEMA, ENTERPRISE_SCHEMA],
+                "userName": "Ada@Example.com",
+                "name": {"givenName": "Ada", "familyName": "Lovelace"},
+                "emails": [{"value": "Ada@Example.com", "type": "work", "primary": true}],
+                "active": true,
+                "displayName": "Ada \"Countess\" L.",
+                ENTERPRISE_SCHEMA: {"employeeNumber": "E1"},
+            })
+        );
+        let put = u.to_document(Some("id-1")).to_value();
+        assert_eq!(put["id"], "id-1");
+        let attributes = u.attributes_document().to_value();
+        assert!(attributes.get("schemas").is_none(), "{attributes}");
+        assert_eq!(attributes["userName"], "Ada@Example.com");
+        assert_eq!(
+            sample("x@example.com").to_scim()["schemas"],
+            serde_json::json!([USER_SCHEMA])
+        );
     }
 
     #[test]

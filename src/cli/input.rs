@@ -90,8 +90,11 @@ impl Input {
             .collect()
     }
 
-    /// Report lines for every invalid and superseded row.
+    /// Report lines for ignored columns (one line), then every invalid and superseded row.
     pub fn report_lines(&self) -> Vec<ReportLine> {
+        let unknown = self.unknown_columns();
+        let ignored =
+            (!unknown.is_empty()).then(|| rows::ignored_columns_line(&self.source, &unknown));
         let invalid = self
             .invalid
             .iter()
@@ -100,7 +103,11 @@ impl Input {
             .superseded
             .iter()
             .map(|row| rows::duplicate_line(&self.source, row.line, row.by, &row.user));
-        invalid.chain(superseded).collect()
+        ignored
+            .into_iter()
+            .chain(invalid)
+            .chain(superseded)
+            .collect()
     }
 }
 
@@ -172,10 +179,16 @@ mod tests {
         assert_eq!((input.superseded[0].line, input.superseded[0].by), (2, 5));
         assert_eq!(input.unknown_columns(), ["Cost Centre"]);
         let report = input.report_lines();
-        assert_eq!(report.len(), 2);
-        assert_eq!(report[0].status, "invalid");
-        assert_eq!(report[1].status, "duplicate");
-        assert_eq!(report[1].row, Some(2));
+        assert_eq!(report.len(), 3);
+        assert_eq!(report[0].status, "ignored");
+        assert!(
+            report[0].reason.contains("\"Cost Centre\""),
+            "{}",
+            report[0].reason
+        );
+        assert_eq!(report[1].status, "invalid");
+        assert_eq!(report[2].status, "duplicate");
+        assert_eq!(report[2].row, Some(2));
     }
 
     #[test]

@@ -152,7 +152,7 @@ impl Cycle<'_> {
         if let Err(deferred) = self.admit().await {
             return deferred;
         }
-        let body = Bytes::from(op.data.to_string());
+        let body = Bytes::copy_from_slice(op.data.as_str().as_bytes());
         match self
             .engine
             .http

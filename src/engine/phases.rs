@@ -7,7 +7,7 @@ use super::dispatch::LookupResult;
 use super::{Cycle, UpdateMethod};
 use crate::mask::mask_email;
 use crate::operation::{Operation, Outcome};
-use crate::scim::request::{SubOp, SubReply, SubResult, Verb};
+use crate::scim::request::{Document, SubOp, SubReply, SubResult, Verb};
 use crate::scim::resource::Lookup;
 
 const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
@@ -33,7 +33,7 @@ impl Cycle<'_> {
                 key: k,
                 verb: Verb::Post,
                 path: "/Users".into(),
-                data: ops[k].user.to_scim(),
+                data: ops[k].user.to_document(None),
             })
             .collect();
         let mut to_find: Vec<usize> = (0..ops.len())
@@ -42,8 +42,21 @@ impl Cycle<'_> {
         for (key, result) in self.dispatch(creates).await {
             match result {
                 SubResult::Reply(r) if (200..300).contains(&r.status) => {
-                    outcomes[key] = Some(Outcome::Created {
-                        id: r.resource_id().unwrap_or_default(),
+                    outcomes[key] = Some(match r.resource_id() {
+                        Some(id) => Outcome::Created { id },
+                        // A success naming no resource proves nothing was created; sending it
+                        // again is safe (an existing user answers 409 and is updated).
+                        None => self.unsuccessful(
+                            &ops[key],
+                            SubResult::Transient {
+                                status: Some(r.status),
+                                reason: format!(
+                                    "the service answered {} but named no created user (no id or location)",
+                                    r.status
+                                ),
+                                retry_after: None,
+                            },
+                        ),
                     });
                 }
                 SubResult::Reply(r) if r.status == 409 => to_find.push(key),
@@ -139,23 +152,18 @@ impl Cycle<'_> {
         let (verb, data) = match (action, self.engine.config.update_method) {
             (Update::Deactivate, _) => (
                 Verb::Patch,
-                json!({"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "active", "value": false}]}),
+                Document::from_value(
+                    &json!({"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "active", "value": false}]}),
+                ),
             ),
-            (Update::Replace, UpdateMethod::Put) => {
-                let mut doc = op.user.to_scim();
-                doc["id"] = json!(id);
-                (Verb::Put, doc)
-            }
-            (Update::Replace, UpdateMethod::Patch) => {
-                let mut value = op.user.to_scim();
-                if let Some(obj) = value.as_object_mut() {
-                    obj.remove("schemas");
-                }
-                (
-                    Verb::Patch,
-                    json!({"schemas": [PATCH_OP], "Operations": [{"op": "replace", "value": value}]}),
-                )
-            }
+            (Update::Replace, UpdateMethod::Put) => (Verb::Put, op.user.to_document(Some(id))),
+            (Update::Replace, UpdateMethod::Patch) => (
+                Verb::Patch,
+                Document::from_serialized(format!(
+                    r#"{{"schemas":["{PATCH_OP}"],"Operations":[{{"op":"replace","value":{}}}]}}"#,
+                    op.user.attributes_document().as_str()
+                )),
+            ),
         };
         SubOp {
             key,

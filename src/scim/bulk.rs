@@ -2,12 +2,13 @@
 //! every result back to its operation by bulkId (or, for PUT/PATCH, by location), never by position.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use super::discovery::ProviderLimits;
-use super::request::{id_from_location, SubOp, SubReply, SubResult, Verb};
+use super::request::{id_from_location, SubOp, SubReply, SubResult, Verb, BULK_ID_PREFIX};
 
 /// BulkRequest message schema.
 pub const BULK_REQUEST: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
@@ -21,20 +22,39 @@ fn encode_op(op: &SubOp, out: &mut Vec<u8>) {
     out.extend_from_slice(br#"{"method":""#);
     out.extend_from_slice(op.verb.as_str().as_bytes());
     out.extend_from_slice(br#"","bulkId":""#);
-    out.extend_from_slice(op.bulk_id().as_bytes());
+    out.extend_from_slice(BULK_ID_PREFIX.as_bytes());
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{}", op.key);
     out.extend_from_slice(br#"","path":"#);
-    // Writing a String or a Value into a Vec cannot fail.
+    // Writing a String into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, &op.path);
     out.extend_from_slice(br#","data":"#);
-    let _ = serde_json::to_writer(&mut *out, &op.data);
+    out.extend_from_slice(op.data.as_str().as_bytes());
     out.push(b'}');
 }
 
-/// The serialized size of one operation inside a BulkRequest.
+/// The serialized size of one operation inside a BulkRequest, computed without serializing it.
 pub fn encoded_len(op: &SubOp) -> usize {
-    let mut buf = Vec::new();
-    encode_op(op, &mut buf);
-    buf.len()
+    const FIXED: usize = r#"{"method":"","bulkId":"","path":,"data":}"#.len();
+    let path = if op
+        .path
+        .bytes()
+        .all(|b| b >= 0x20 && b != b'"' && b != b'\\')
+    {
+        op.path.len() + 2
+    } else {
+        serde_json::to_string(&op.path).map_or(op.path.len() * 6 + 2, |p| p.len())
+    };
+    FIXED
+        + op.verb.as_str().len()
+        + BULK_ID_PREFIX.len()
+        + decimal_digits(op.key)
+        + path
+        + op.data.as_str().len()
+}
+
+fn decimal_digits(n: usize) -> usize {
+    n.checked_ilog10().map_or(1, |d| d as usize + 1)
 }
 
 /// The BulkRequest body for these operations.
@@ -130,10 +150,12 @@ pub fn parse_response(
                 by_resource.get(&id_from_location(loc)?)
             });
         let Some(&key) = key else { continue };
-        let reply = parse_status(&result["status"]).map(|status| SubReply {
-            status,
-            location: result["location"].as_str().map(str::to_string),
-            body: result.get("response").filter(|r| r.is_object()).cloned(),
+        let reply = parse_status(&result["status"]).map(|status| {
+            SubReply::new(
+                status,
+                result["location"].as_str().map(str::to_string),
+                result.get("response").filter(|r| r.is_object()).cloned(),
+            )
         });
         found
             .entry(key)

@@ -45,13 +45,50 @@ pub struct SubOp {
     /// Path relative to the base URL: `/Users` or `/Users/{id}`.
     pub path: String,
     /// The resource or PatchOp document.
-    pub data: Value,
+    pub data: Document,
 }
 
 impl SubOp {
     /// The bulkId sent for this sub-operation: unique within the cycle.
     pub fn bulk_id(&self) -> String {
-        format!("op{}", self.key)
+        format!("{BULK_ID_PREFIX}{}", self.key)
+    }
+}
+
+/// What every bulkId starts with; the operation's key follows.
+pub const BULK_ID_PREFIX: &str = "op";
+
+/// A JSON document serialized once, when its sub-operation is built, and copied verbatim into
+/// each request body that carries it (bulk or per resource, first send or resend).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Document(String);
+
+impl Document {
+    /// Serializes a JSON value.
+    pub fn from_value(value: &Value) -> Self {
+        Self(value.to_string())
+    }
+
+    /// Wraps text that a serde serializer produced (callers guarantee it is JSON).
+    pub(crate) fn from_serialized(json: String) -> Self {
+        Self(json)
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The document parsed back into a value (tests and diagnostics, not the send path).
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(&self.0).unwrap_or(Value::Null)
+    }
+}
+
+impl std::fmt::Debug for Document {
+    // The document holds personal data (emails, names): Debug shows its size only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Document({} bytes)", self.0.len())
     }
 }
 
@@ -66,7 +103,27 @@ pub struct SubReply {
     pub body: Option<Value>,
 }
 
+/// SCIM Error message schema (RFC 7644 §3.12).
+pub const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
+
 impl SubReply {
+    /// A reply as received. A 2xx whose body is a SCIM Error document takes the Error's status
+    /// (or 502 when it has none): some servers answer "200" and put the failure in the body.
+    pub fn new(status: u16, location: Option<String>, body: Option<Value>) -> Self {
+        let success = (200..300).contains(&status);
+        let status = match body.as_ref().filter(|b| is_error_document(b)) {
+            Some(error) if success => super::bulk::parse_status(&error["status"])
+                .filter(|s| !(200..300).contains(s))
+                .unwrap_or(502),
+            _ => status,
+        };
+        Self {
+            status,
+            location,
+            body,
+        }
+    }
+
     /// The resource id: from the body's `id`, else the last segment of `location`.
     pub fn resource_id(&self) -> Option<String> {
         if let Some(id) = self.body.as_ref().and_then(|b| b["id"].as_str()) {
@@ -105,6 +162,12 @@ pub enum SubResult {
     Deferred(Duration),
 }
 
+fn is_error_document(body: &Value) -> bool {
+    body["schemas"]
+        .as_array()
+        .is_some_and(|schemas| schemas.iter().any(|s| s == ERROR_SCHEMA))
+}
+
 /// The last non-empty path segment of an absolute or relative URL.
 pub fn id_from_location(location: &str) -> Option<String> {
     let path = location.split(['?', '#']).next().unwrap_or(location);
@@ -116,6 +179,23 @@ pub fn id_from_location(location: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_document_under_a_success_status_is_a_failure() {
+        let error = |status: Value| {
+            Some(serde_json::json!({"schemas": [ERROR_SCHEMA], "status": status, "detail": "no"}))
+        };
+        assert_eq!(SubReply::new(200, None, error("409".into())).status, 409);
+        assert_eq!(SubReply::new(201, None, error(400.into())).status, 400);
+        assert_eq!(SubReply::new(200, None, error(Value::Null)).status, 502);
+        assert_eq!(SubReply::new(200, None, error("200".into())).status, 502);
+        // A failure status stays as sent; a resource under a success stays a success.
+        assert_eq!(SubReply::new(404, None, error("400".into())).status, 404);
+        let user = Some(
+            serde_json::json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "id": "a"}),
+        );
+        assert_eq!(SubReply::new(201, None, user).status, 201);
+    }
 
     #[test]
     fn ids_from_absolute_and_relative_locations() {

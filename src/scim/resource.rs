@@ -29,12 +29,7 @@ pub fn read_reply(reply: &Reply) -> SubResult {
             .and_then(|b| b["meta"]["location"].as_str())
             .map(str::to_string)
     });
-    SubReply {
-        status: reply.status,
-        location,
-        body,
-    }
-    .into()
+    SubReply::new(reply.status, location, body).into()
 }
 
 impl From<SubReply> for SubResult {

@@ -122,6 +122,10 @@ impl<R: Read> Read for Normalize<R> {
                 self.eof = !buf.is_empty();
                 return Ok(0);
             }
+            // Most files are LF-only: pass those chunks through untouched.
+            if !self.after_cr && !buf[..n].contains(&b'\r') {
+                return Ok(n);
+            }
             let mut out = 0;
             for i in 0..n {
                 let byte = buf[i];
@@ -182,6 +186,7 @@ impl<R: Read> CsvSource<R> {
             eof: false,
         };
         let mut reader = ReaderBuilder::new()
+            .buffer_capacity(64 * 1024)
             .has_headers(false)
             .flexible(true)
             .delimiter(delimiter)

@@ -55,10 +55,10 @@ pub fn duplicate_line(source: &str, line: u64, by: u64, user: &User) -> ReportLi
 }
 
 /// The one report line listing columns that match no field (ignored).
-pub fn ignored_columns_line(source: &str, columns: &[String]) -> ReportLine {
+pub fn ignored_columns_line(source: &str, columns: &[impl AsRef<str>]) -> ReportLine {
     let list = columns
         .iter()
-        .map(|c| format!("{c:?}"))
+        .map(|c| format!("{:?}", c.as_ref()))
         .collect::<Vec<_>>()
         .join(", ");
     ReportLine::new(
@@ -93,7 +93,7 @@ mod tests {
             assert_eq!((report.status.as_str(), report.row), ("duplicate", Some(2)));
             assert!(report.reason.contains("line 4"));
         }
-        let ignored = ignored_columns_line("f.csv", &["Shoe size".into()]);
+        let ignored = ignored_columns_line("f.csv", &["Shoe size"]);
         assert!(ignored.reason.contains("\"Shoe size\""));
     }
 }

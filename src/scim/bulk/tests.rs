@@ -2,12 +2,14 @@ use super::*;
 use proptest::prelude::*;
 use serde_json::json;
 
+use crate::scim::request::Document;
+
 fn post(key: usize) -> SubOp {
     SubOp {
         key,
         verb: Verb::Post,
         path: "/Users".into(),
-        data: json!({"userName": format!("user{key}@example.com")}),
+        data: Document::from_value(&json!({"userName": format!("user{key}@example.com")})),
     }
 }
 
@@ -16,7 +18,7 @@ fn put(key: usize, id: &str) -> SubOp {
         key,
         verb: Verb::Put,
         path: format!("/Users/{id}"),
-        data: json!({"userName": "x"}),
+        data: Document::from_value(&json!({"userName": "x"})),
     }
 }
 
@@ -158,6 +160,23 @@ fn unreadable_bodies_are_errors() {
 }
 
 proptest! {
+    #[test]
+    fn encoded_len_is_the_length_encode_writes(
+        key in 0usize..2_000_000,
+        path in any::<String>(),
+        user_name in any::<String>(),
+        verb in prop_oneof![Just(Verb::Post), Just(Verb::Put), Just(Verb::Patch)],
+    ) {
+        let op = SubOp { key, verb, path, data: Document::from_value(&json!({"userName": user_name})) };
+        let mut out = Vec::new();
+        encode_op(&op, &mut out);
+        prop_assert_eq!(encoded_len(&op), out.len());
+        let parsed: Value = serde_json::from_slice(&out).unwrap();
+        prop_assert_eq!(&parsed["path"], &json!(op.path));
+        let bulk_id = op.bulk_id();
+        prop_assert_eq!(parsed["bulkId"].as_str(), Some(bulk_id.as_str()));
+    }
+
     #[test]
     fn parser_never_panics(body in proptest::collection::vec(any::<u8>(), 0..512)) {
         let ops = [post(0), put(1, "a")];

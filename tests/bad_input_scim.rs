@@ -1,0 +1,276 @@
+//! Bad SCIM responses, end to end: the function (in process, moto for SQS and S3) provisions
+//! through the project's fault proxy in front of scim2-server, and each run is driven through
+//! the work queue to completion. The outcome checked is the one that matters: every user exists
+//! exactly once with the right attributes, or is in a report with a reason — never counted as
+//! done when the service did not do it.
+//!
+//! A careful client's rules for answers that lie or cannot be read, as tested here:
+//! - a body that is not JSON, cut off, or not a BulkResponse: nothing is proven, retry all;
+//! - results are matched by bulkId: unknown bulkIds are ignored, an operation without a result,
+//!   or with conflicting results, is retried (an upsert is safe to send again);
+//! - a success status is not enough on its own: a "201" without any resource (no location, no
+//!   id) or with a SCIM Error document as its body proves nothing was created, so it must not be
+//!   counted as created (retry it, or report it), and the user must not be lost.
+
+mod support;
+
+use std::time::Duration;
+
+use scim_bulk_provisioner::lambda::{handle, HandlerError, Invocation, State};
+use serde_json::{json, Value};
+use support::aws::{bearer_secret, pump, report_lines, send, start_stack, Pumped, Stack, BUCKET};
+use support::faults::{Fault, FaultProxy};
+use support::{list_users, start_scim2_server, ScimOptions, ScimServer};
+
+const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
+const BULK_RESPONSE: &str = "urn:ietf:params:scim:api:messages:2.0:BulkResponse";
+
+struct Peer {
+    scim: ScimServer,
+    proxy: FaultProxy,
+    stack: Stack,
+    state: State,
+}
+
+/// scim2-server behind the fault proxy, and the function pointed at the proxy.
+async fn peer(options: ScimOptions) -> Peer {
+    support::aws::init_logs();
+    let scim = start_scim2_server(options).await;
+    let proxy = FaultProxy::in_front_of(&scim);
+    let stack = start_stack(&bearer_secret(&proxy.url, &scim.token)).await;
+    let state = stack.state(&[("REPORT_BUCKET", BUCKET)]);
+    Peer {
+        scim,
+        proxy,
+        stack,
+        state,
+    }
+}
+
+async fn invoke(state: &State, event: Value) -> Result<Value, HandlerError> {
+    handle(
+        state,
+        event,
+        &Invocation::new("req-bad-scim", Duration::from_secs(60)),
+    )
+    .await
+}
+
+fn email(name: &str) -> String {
+    format!("{name}@example.com")
+}
+
+/// The producer message's user for `name`, and the family name it must end up with.
+fn person(name: &str) -> Value {
+    json!({"email": email(name), "first_name": "Given", "last_name": format!("Family-{name}"),
+           "title": "Agent"})
+}
+
+impl Peer {
+    /// Sends one producer message with these users and drains the queue through the function.
+    async fn provision(&self, names: &[&str]) -> Pumped {
+        let users: Vec<Value> = names.iter().map(|n| person(n)).collect();
+        send(
+            &self.stack.sdk,
+            &self.stack.queues.url,
+            &json!({ "users": users }).to_string(),
+        )
+        .await;
+        let state = &self.state;
+        pump(
+            &self.stack.sdk,
+            &self.stack.queues,
+            Duration::from_secs(2),
+            Duration::from_secs(90),
+            |event| async move { invoke(state, event).await.map_err(|e| e.to_string()) },
+        )
+        .await
+    }
+
+    /// Nobody lost, nobody doubled: each user exists exactly once with its attributes, or is
+    /// reported failed with a reason; no message failed. Returns the report lines.
+    async fn check(&self, names: &[&str], pumped: &Pumped) -> Vec<Value> {
+        assert!(
+            pumped.errors.is_empty() && pumped.failures.is_empty(),
+            "{pumped:?}"
+        );
+        let users = list_users(&self.scim.base_url, &self.scim.token).await;
+        let report = report_lines(&self.stack.sdk, BUCKET).await;
+        for name in names {
+            let found: Vec<&Value> = users
+                .iter()
+                .filter(|u| u["userName"] == email(name))
+                .collect();
+            let reported = report
+                .iter()
+                .any(|l| l["user_name"] == email(name) && l["status"] == "failed");
+            match found.as_slice() {
+                [user] => {
+                    assert_eq!(user["name"]["familyName"], format!("Family-{name}"));
+                    assert_eq!(user["title"], "Agent");
+                    assert!(!reported, "{name} exists but is reported failed: {report:#?}");
+                }
+                [] => assert!(
+                    reported,
+                    "{name} is neither in the tenant nor in a report: lost. Users: {users:#?}, report: {report:#?}"
+                ),
+                many => panic!("{name} exists {} times", many.len()),
+            }
+        }
+        assert_eq!(users.len(), names.len() - failed(&report), "{users:#?}");
+        report
+    }
+}
+
+fn failed(report: &[Value]) -> usize {
+    report.iter().filter(|l| l["status"] == "failed").count()
+}
+
+/// A 200 answer with this JSON body, sent without forwarding (the server does nothing).
+fn answer_200(body: Value) -> Fault {
+    Fault::Status {
+        code: 200,
+        retry_after: None,
+        body: Some(body.to_string()),
+    }
+}
+
+/// A BulkResponse that is an HTML page, then one cut off in the middle (after the server applied
+/// it): both retried through the queue; the retry of the applied one meets a 409 and updates.
+#[tokio::test]
+async fn non_json_or_truncated_bulk_responses_are_retried_to_completion() {
+    let p = peer(ScimOptions::default()).await;
+    p.proxy.inject("POST", "/Bulk", Fault::html(200));
+    p.proxy.inject("POST", "/Bulk", Fault::Truncate);
+    let names = ["html-a", "html-b", "html-c"];
+    let pumped = p.provision(&names).await;
+    let report = p.check(&names, &pumped).await;
+    assert!(report.is_empty(), "{report:#?}");
+    assert_eq!(p.proxy.pending_faults(), 0, "both faults were met");
+    assert!(pumped.invocations >= 3, "two retries: {pumped:?}");
+}
+
+/// A BulkResponse with results for unknown bulkIds (and none), a duplicate result, and
+/// conflicting results for one operation: results are matched by bulkId only; the operation
+/// whose only answer had an unknown bulkId and the one with conflicting answers are retried;
+/// in the end everyone exists exactly once with the right attributes.
+#[tokio::test]
+async fn unknown_and_duplicate_bulk_ids_are_matched_by_id_and_the_rest_retried() {
+    let p = peer(ScimOptions::default()).await;
+    // op0's user really exists (as the tool would create it), so its "201" is true.
+    let first = scim_bulk_provisioner::sources::parse_message(
+        &json!({"users": [person("bulk-0")]}).to_string(),
+    )
+    .unwrap()
+    .remove(0)
+    .unwrap();
+    let created = support::http_client()
+        .post(format!("{}/Users", p.scim.base_url))
+        .bearer_auth(&p.scim.token)
+        .header("content-type", "application/scim+json")
+        .body(first.to_scim().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 201);
+    let created: Value = serde_json::from_slice(&created.bytes().await.unwrap()).unwrap();
+    let id0 = created["id"].as_str().unwrap().to_string();
+    let at = |id: &str| format!("{}/Users/{id}", p.proxy.url);
+    let lies = json!({
+        "schemas": [BULK_RESPONSE],
+        "Operations": [
+            {"bulkId": "op99", "method": "POST", "status": "201", "location": at("ghost-1")},
+            {"bulkId": "op0", "method": "POST", "status": "201", "location": at(&id0)},
+            {"bulkId": "op0", "method": "POST", "status": "201", "location": at(&id0)},
+            {"bulkId": "op1", "method": "POST", "status": "201", "location": at("ghost-2")},
+            {"bulkId": "op1", "method": "POST", "status": "500",
+             "response": {"schemas": [ERROR_SCHEMA], "status": "500", "detail": "oops"}},
+            {"method": "POST", "status": "201", "location": at("ghost-3")},
+            {"bulkId": null, "method": "POST", "status": "201"},
+        ]
+    });
+    p.proxy.inject("POST", "/Bulk", answer_200(lies));
+    let names = ["bulk-0", "bulk-1", "bulk-2"];
+    let pumped = p.provision(&names).await;
+    let report = p.check(&names, &pumped).await;
+    assert!(report.is_empty(), "{report:#?}");
+    assert_eq!(p.proxy.pending_faults(), 0);
+    // The first BulkRequest named all three; the retry only the two without a usable answer.
+    let bulks: Vec<Value> = p
+        .proxy
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/Bulk"))
+        .filter_map(|r| r.json())
+        .collect();
+    let sent = |b: &Value| -> Vec<String> {
+        b["Operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["data"]["userName"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(sent(&bulks[0]).len(), 3);
+    let mut retried: Vec<String> = bulks[1..].iter().flat_map(sent).collect();
+    retried.sort();
+    assert_eq!(retried, [email("bulk-1"), email("bulk-2")], "{bulks:#?}");
+}
+
+/// A whole-request "200" whose body is a SCIM Error document, not a BulkResponse (a gateway or
+/// a confused server): nothing is taken as done; the users are retried and provisioned.
+#[tokio::test]
+async fn a_200_carrying_an_error_document_instead_of_a_bulk_response_is_retried() {
+    let p = peer(ScimOptions::default()).await;
+    let error = json!({"schemas": [ERROR_SCHEMA], "status": "400", "scimType": "invalidSyntax",
+                       "detail": "request rejected by policy"});
+    p.proxy.inject("POST", "/Bulk", answer_200(error));
+    let names = ["err-doc-a", "err-doc-b"];
+    let pumped = p.provision(&names).await;
+    let report = p.check(&names, &pumped).await;
+    assert!(report.is_empty(), "{report:#?}");
+    assert!(pumped.invocations >= 2, "{pumped:?}");
+}
+
+/// A BulkResponse claiming success for operations the server did not do: a "201" with no
+/// location and no resource, and a "200" whose response is a SCIM Error document. Neither may
+/// be counted as created: the users must end up provisioned (after a retry) or reported.
+#[tokio::test]
+async fn a_bulk_success_without_a_resource_or_with_an_error_body_is_not_taken_as_created() {
+    let p = peer(ScimOptions::default()).await;
+    let lies = json!({
+        "schemas": [BULK_RESPONSE],
+        "Operations": [
+            {"bulkId": "op0", "method": "POST", "status": "201"},
+            {"bulkId": "op1", "method": "POST", "status": "200",
+             "response": {"schemas": [ERROR_SCHEMA], "status": "409", "scimType": "uniqueness",
+                          "detail": "userName is already taken"}},
+        ]
+    });
+    p.proxy.inject("POST", "/Bulk", answer_200(lies));
+    let names = ["claimed-0", "claimed-1"];
+    let pumped = p.provision(&names).await;
+    p.check(&names, &pumped).await;
+}
+
+/// Without Bulk (one request per user): a POST answered "200" with a SCIM Error document as its
+/// body did not create the user, so it must not be counted as created.
+#[tokio::test]
+async fn a_post_answered_200_with_an_error_body_is_not_taken_as_created() {
+    let p = peer(ScimOptions {
+        bulk_supported: false,
+        ..ScimOptions::default()
+    })
+    .await;
+    let error = json!({"schemas": [ERROR_SCHEMA], "status": "409", "scimType": "uniqueness",
+                       "detail": "userName is already taken"});
+    p.proxy.inject_times("POST", "/Users", answer_200(error), 2);
+    let names = ["single-a", "single-b"];
+    let pumped = p.provision(&names).await;
+    p.check(&names, &pumped).await;
+    assert_eq!(
+        p.proxy.hits_for("POST", "/Bulk"),
+        0,
+        "no bulk on this server"
+    );
+}
