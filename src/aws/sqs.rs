@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 use aws_sdk_sqs::Client;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -126,10 +126,55 @@ fn batches(messages: &[Packed]) -> Vec<&[Packed]> {
     out
 }
 
+/// What the queue does with a message that keeps failing (its `RedrivePolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redrive {
+    /// Moved to the dead-letter queue after this many deliveries (`maxReceiveCount`).
+    AfterReceives(u32),
+    /// No redrive policy: redelivered until the retention period ends.
+    Never,
+    /// The policy could not be read.
+    Unknown,
+}
+
+impl Redrive {
+    /// Reads a `RedrivePolicy` attribute (`maxReceiveCount` as a number or a string).
+    pub fn from_policy(policy: Option<&str>) -> Self {
+        let Some(policy) = policy.filter(|p| !p.trim().is_empty()) else {
+            return Redrive::Never;
+        };
+        let value: serde_json::Value = match serde_json::from_str(policy) {
+            Ok(value) => value,
+            Err(_) => return Redrive::Unknown,
+        };
+        let count = &value["maxReceiveCount"];
+        let count = count
+            .as_u64()
+            .or_else(|| count.as_str().and_then(|s| s.trim().parse().ok()));
+        match count.and_then(|c| u32::try_from(c).ok()) {
+            Some(count) if count > 0 => Redrive::AfterReceives(count),
+            _ => Redrive::Unknown,
+        }
+    }
+
+    /// Whether a message delivered for the `receive_count`th time (`ApproximateReceiveCount`)
+    /// is on its last delivery before the DLQ (with [`Redrive::Never`]: its first delivery;
+    /// when either is unknown: every delivery, as once too often beats never).
+    pub fn is_last_delivery(self, receive_count: Option<u32>) -> bool {
+        match (self, receive_count) {
+            (Redrive::AfterReceives(max), Some(count)) => count >= max,
+            (Redrive::Never, Some(count)) => count <= 1,
+            _ => true,
+        }
+    }
+}
+
 /// The function's work queue (`WORK_QUEUE_URL`).
 pub struct SqsQueue {
     client: Client,
     url: String,
+    // Read once per container, when first needed; a failed read is tried again next time.
+    redrive: tokio::sync::OnceCell<Redrive>,
 }
 
 impl SqsQueue {
@@ -143,12 +188,51 @@ impl SqsQueue {
                  queues, so retries and deferred work would fail to enqueue; use a standard queue"
             );
         }
-        Self { client, url }
+        Self {
+            client,
+            url,
+            redrive: tokio::sync::OnceCell::new(),
+        }
     }
 
     /// The queue's URL.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Whether `arn` (an SQS event record's `eventSourceARN`) names this queue.
+    pub fn is_queue_arn(&self, arn: &str) -> bool {
+        let name = self.url.trim_end_matches('/').rsplit('/').next();
+        arn.rsplit(':').next() == name
+    }
+
+    /// The queue's redrive policy (GetQueueAttributes, read once per container);
+    /// [`Redrive::Unknown`] when it cannot be read.
+    pub async fn redrive(&self) -> Redrive {
+        let read = self
+            .redrive
+            .get_or_try_init(|| async {
+                let output = self
+                    .client
+                    .get_queue_attributes()
+                    .queue_url(&self.url)
+                    .attribute_names(QueueAttributeName::RedrivePolicy)
+                    .send()
+                    .await
+                    .map_err(|e| super::error_text(&e))?;
+                let policy = output
+                    .attributes()
+                    .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy));
+                Ok::<_, String>(Redrive::from_policy(policy.map(String::as_str)))
+            })
+            .await;
+        match read {
+            Ok(redrive) => *redrive,
+            Err(error) => {
+                tracing::warn!(%error, queue_url = %self.url, "the work queue's redrive policy could not be read");
+                Redrive::Unknown
+            }
+        }
     }
 
     /// Sends one batch, retrying failed entries; returns the messages finally not sent.
@@ -249,6 +333,49 @@ mod tests {
             operation: Operation::new(user, "test", Some(2)),
             delay: Duration::from_millis(delay_ms),
         }
+    }
+
+    #[test]
+    fn redrive_policies_tell_the_last_delivery() {
+        let five = Redrive::from_policy(Some(
+            r#"{"deadLetterTargetArn": "arn:x", "maxReceiveCount": 5}"#,
+        ));
+        assert_eq!(five, Redrive::AfterReceives(5));
+        assert_eq!(
+            Redrive::from_policy(Some(
+                r#"{"deadLetterTargetArn": "arn:x", "maxReceiveCount": "3"}"#
+            )),
+            Redrive::AfterReceives(3)
+        );
+        assert_eq!(Redrive::from_policy(None), Redrive::Never);
+        assert_eq!(Redrive::from_policy(Some("")), Redrive::Never);
+        assert_eq!(Redrive::from_policy(Some("{")), Redrive::Unknown);
+        assert_eq!(
+            Redrive::from_policy(Some(r#"{"maxReceiveCount": 0}"#)),
+            Redrive::Unknown
+        );
+        assert!(!five.is_last_delivery(Some(1)));
+        assert!(!five.is_last_delivery(Some(4)));
+        assert!(five.is_last_delivery(Some(5)));
+        assert!(five.is_last_delivery(Some(6)));
+        assert!(five.is_last_delivery(None));
+        assert!(Redrive::Never.is_last_delivery(Some(1)));
+        assert!(!Redrive::Never.is_last_delivery(Some(2)));
+        assert!(Redrive::Unknown.is_last_delivery(Some(2)));
+    }
+
+    #[test]
+    fn queue_arns_are_matched_by_name() {
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build();
+        let queue = SqsQueue::new(
+            Client::new(&sdk),
+            "https://sqs.us-east-1.amazonaws.com/123456789012/scim-work",
+        );
+        assert!(queue.is_queue_arn("arn:aws:sqs:us-east-1:123456789012:scim-work"));
+        assert!(!queue.is_queue_arn("arn:aws:sqs:us-east-1:123456789012:scim-work-dlq"));
+        assert!(!queue.is_queue_arn(""));
     }
 
     #[test]

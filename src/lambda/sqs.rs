@@ -10,7 +10,7 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use serde_json::{json, Value};
 
 use super::{reports, HandlerError, Invocation, State};
-use crate::aws::sqs::{RetryMessage, RETRY_MESSAGE_VERSION};
+use crate::aws::sqs::{Redrive, RetryMessage, RETRY_MESSAGE_VERSION};
 use crate::operation::Operation;
 use crate::pipeline::{self, Summary};
 use crate::report::ReportLine;
@@ -38,6 +38,42 @@ pub(super) enum BodyError {
 pub(super) struct Work {
     pub operations: Vec<Operation>,
     pub invalid: Vec<ReportLine>,
+}
+
+/// Report status of a message whose body cannot be used (it ends in the dead-letter queue).
+pub(super) const POISON: &str = "poison";
+
+/// A message whose body cannot be used: which one, how often delivered, and why.
+#[derive(Debug)]
+pub(super) struct Poison {
+    /// Index of the record in the batch.
+    pub index: usize,
+    /// `ApproximateReceiveCount`, when the event carries it.
+    pub receive_count: Option<u32>,
+    /// Why the body cannot be used.
+    pub error: BodyError,
+}
+
+/// The report line of a poison message on its last delivery (`sqs:<message id>`, status
+/// [`POISON`]); the reason never quotes the body.
+pub(super) fn poison_line(message_id: &str, poison: &Poison, redrive: Redrive) -> ReportLine {
+    let deliveries = poison
+        .receive_count
+        .map_or_else(|| "an unknown number of".to_string(), |n| n.to_string());
+    let fate = match redrive {
+        Redrive::AfterReceives(max) => format!(
+            "after {deliveries} deliveries (maxReceiveCount {max}) SQS moves it to the dead-letter queue"
+        ),
+        Redrive::Never => "the work queue has no dead-letter queue: SQS redelivers it until its retention period ends".to_string(),
+        Redrive::Unknown => format!(
+            "delivered {deliveries} times; it goes to the dead-letter queue once its maxReceiveCount is reached"
+        ),
+    };
+    ReportLine::new(
+        format!("sqs:{message_id}"),
+        POISON,
+        format!("the message cannot be used: {}; {fate}", poison.error),
+    )
 }
 
 /// Reads a body: a retry message is an object with `version` and without `users`; anything
@@ -84,6 +120,38 @@ pub(super) fn parse_body(body: Option<&str>, message_id: &str) -> Result<Work, B
     Ok(work)
 }
 
+/// Writes a `poison` report line for each poison message on its last delivery before the
+/// dead-letter queue. A report that cannot be written is logged: the message fails anyway.
+async fn report_poison(
+    state: &State,
+    invocation: &Invocation,
+    records: &[aws_lambda_events::event::sqs::SqsMessage],
+    ids: &[Option<String>],
+    poison: &[Poison],
+) {
+    let mut redrive = None;
+    for p in poison {
+        let Some(id) = ids[p.index].as_deref() else {
+            continue;
+        };
+        let queue_redrive = match records[p.index].event_source_arn.as_deref() {
+            Some(arn) if !state.queue.is_queue_arn(arn) => Redrive::Unknown,
+            _ => match redrive {
+                Some(known) => known,
+                None => *redrive.insert(state.queue.redrive().await),
+            },
+        };
+        if !queue_redrive.is_last_delivery(p.receive_count) {
+            continue;
+        }
+        let line = poison_line(id, p, queue_redrive);
+        let source = line.source.clone();
+        if let Err(error) = reports::write(state, &source, &invocation.request_id, &[line]).await {
+            tracing::error!(message_id = %id, %error, "the poison message's report could not be written; the log line above is its only record");
+        }
+    }
+}
+
 /// Handles an SQS batch; returns `{"batchItemFailures": [{"itemIdentifier": id}, ...]}`.
 pub(super) async fn handle(
     state: &State,
@@ -101,6 +169,7 @@ pub(super) async fn handle(
         .map(|r| r.message_id.clone().filter(|id| !id.is_empty()))
         .collect();
     let mut failed: BTreeSet<usize> = BTreeSet::new();
+    let mut poison: Vec<Poison> = Vec::new();
     let mut operations = Vec::new();
     let mut owners = Vec::new();
     // Report lines by source, each with the message that must be redelivered if it is not written.
@@ -126,11 +195,30 @@ pub(super) async fn handle(
                 operations.extend(work.operations);
             }
             Err(error) => {
-                tracing::error!(%error, "unusable message: it fails and goes back to the queue (then its DLQ)");
+                let receive_count = record
+                    .attributes
+                    .get("ApproximateReceiveCount")
+                    .and_then(|n| n.parse::<u32>().ok());
+                // The id and count as fields of the line itself: spans are left out of the
+                // output when the log level is above info.
+                tracing::error!(
+                    message_id = %id,
+                    receive_count,
+                    reason = %error,
+                    "poison message: its body cannot be used; it fails and goes back to the queue, then to its dead-letter queue"
+                );
                 failed.insert(m);
+                poison.push(Poison {
+                    index: m,
+                    receive_count,
+                    error,
+                });
             }
         }
     }
+    // Before the cycle, so that a crash during the cycle does not lose the report; written on
+    // the last delivery only, not at every redelivery.
+    report_poison(state, invocation, &event.records, &ids, &poison).await;
     let settled = pipeline::run_cycle(&state.engine, operations, deadline, &state.queue).await?;
     summary.add(&settled.summary);
     for &i in &settled.unsettled {
@@ -214,6 +302,41 @@ mod tests {
         assert_eq!(
             parse_body(Some(r#"{"version": "x"}"#), "m").unwrap_err(),
             BodyError::Malformed
+        );
+    }
+
+    #[test]
+    fn poison_lines_say_why_and_where_the_message_goes() {
+        let error = parse_body(Some("secret@example.com"), "m").unwrap_err();
+        let poison = Poison {
+            index: 0,
+            receive_count: Some(5),
+            error,
+        };
+        let line = poison_line("0f1e", &poison, Redrive::AfterReceives(5));
+        assert_eq!(line.source, "sqs:0f1e");
+        assert_eq!(line.status, POISON);
+        assert_eq!(line.row, None);
+        assert_eq!(line.user_name, None);
+        assert!(line.reason.contains("not valid JSON"), "{}", line.reason);
+        assert!(
+            line.reason
+                .contains("after 5 deliveries (maxReceiveCount 5)"),
+            "{}",
+            line.reason
+        );
+        assert!(!line.reason.contains("secret"), "{}", line.reason);
+        let version = Poison {
+            index: 0,
+            receive_count: None,
+            error: parse_body(Some(r#"{"version": 99, "operations": []}"#), "m").unwrap_err(),
+        };
+        let line = poison_line("x", &version, Redrive::Never);
+        assert!(line.reason.contains("version 99"), "{}", line.reason);
+        assert!(
+            line.reason.contains("no dead-letter queue"),
+            "{}",
+            line.reason
         );
     }
 

@@ -24,6 +24,24 @@ pub async fn sdk_config(moto: &super::Moto) -> SdkConfig {
         .await
 }
 
+/// An SDK configuration for another endpoint (e.g. an [`super::faults::AwsFaultProxy`] in
+/// front of moto): as [`sdk_config`], with the SDK's standard retries (3 attempts) but a short
+/// initial backoff, so that tests of AWS-side faults do not wait seconds per retry.
+pub async fn sdk_config_at(endpoint: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "test", "test", None, None, "moto",
+        ))
+        .retry_config(
+            aws_config::retry::RetryConfig::standard()
+                .with_initial_backoff(Duration::from_millis(50)),
+        )
+        .load()
+        .await
+}
+
 /// Path-style S3 client (moto has no virtual-host buckets on 127.0.0.1).
 pub fn s3(sdk: &SdkConfig) -> aws_sdk_s3::Client {
     let config = aws_sdk_s3::config::Builder::from(sdk)
@@ -416,6 +434,21 @@ impl Stack {
             env.push((k.to_string(), v.to_string()));
         }
         env
+    }
+
+    /// The function's state with its AWS clients built from `sdk` (e.g. pointed at an
+    /// [`super::faults::AwsFaultProxy`]), with [`Stack::function_env`].
+    pub fn state_via(
+        &self,
+        sdk: &SdkConfig,
+        extra: &[(&str, &str)],
+    ) -> scim_bulk_provisioner::lambda::State {
+        let env = self.function_env(extra);
+        let config = scim_bulk_provisioner::config::FunctionConfig::from_lookup(|name| {
+            env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        })
+        .expect("function config");
+        scim_bulk_provisioner::lambda::State::new(config, sdk).expect("function state")
     }
 
     /// The function's state, in process, with [`Stack::function_env`].

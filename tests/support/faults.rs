@@ -24,7 +24,11 @@
 //! To add a fault: a variant of [`Fault`], and a branch in `answer_early` (answer
 //! without forwarding) or `alter` (change the forwarded answer). The token
 //! endpoints live in `faults/tokens.rs`, the connection reset in `faults/reset.rs`.
+//!
+//! [`AwsFaultProxy`] (`faults/aws_proxy.rs`) is the same idea in front of moto: it fails
+//! chosen Secrets Manager, SQS and S3 calls of the function's AWS SDK.
 
+mod aws_proxy;
 mod reset;
 mod tokens;
 
@@ -40,6 +44,8 @@ use axum::Router;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
+#[allow(unused_imports)] // not every test file uses the AWS side
+pub use aws_proxy::{AwsCall, AwsFault, AwsFaultProxy, AwsSeen};
 use reset::{Conn, KillableListener};
 use tokens::{issue, token_endpoint};
 pub use tokens::{TokenConfig, TokenMode};
