@@ -61,12 +61,12 @@ impl User {
 
     /// The full SCIM User resource, for POST and PUT (`id` set for PUT).
     pub fn to_document(&self, id: Option<&str>) -> Document {
-        Document::from_serialized(self.scim_json(id, true))
+        Document::from_json_bytes(self.scim_json(id, true))
     }
 
     /// The user's attributes without `schemas`: the value of a PATCH `replace` operation.
     pub fn attributes_document(&self) -> Document {
-        Document::from_serialized(self.scim_json(None, false))
+        Document::from_json_bytes(self.scim_json(None, false))
     }
 
     /// The full SCIM User resource as a JSON value (seeding, tests).
@@ -74,7 +74,7 @@ impl User {
         self.to_document(None).to_value()
     }
 
-    fn scim_json(&self, id: Option<&str>, with_schemas: bool) -> String {
+    fn scim_json(&self, id: Option<&str>, with_schemas: bool) -> Vec<u8> {
         let enterprise =
             (self.employee_number.is_some() || self.department.is_some()).then_some(Enterprise {
                 employee_number: self.employee_number.as_deref(),
@@ -110,9 +110,33 @@ impl User {
             }),
             enterprise,
         };
+        // Sized once for the fixed text (schemas, keys) plus the values, so it never regrows.
+        let values = [
+            &self.user_name,
+            &self.email,
+            &self.first_name,
+            &self.last_name,
+        ]
+        .iter()
+        .map(|v| v.len())
+        .chain(
+            [
+                &self.display_name,
+                &self.external_id,
+                &self.title,
+                &self.department,
+                &self.employee_number,
+                &self.phone,
+            ]
+            .iter()
+            .map(|v| v.as_ref().map_or(0, String::len)),
+        )
+        .sum::<usize>();
+        let mut out = Vec::with_capacity(448 + id.map_or(0, str::len) + values + values / 8);
         // Impossible to fail: the document holds only strings and booleans, no maps with
         // non-string keys and no custom Serialize impl that could return an error.
-        serde_json::to_string(&doc).expect("a SCIM user always serializes")
+        serde_json::to_writer(&mut out, &doc).expect("a SCIM user always serializes");
+        out
     }
 }
 

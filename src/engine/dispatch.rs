@@ -152,7 +152,7 @@ impl Cycle<'_> {
         if let Err(deferred) = self.admit().await {
             return deferred;
         }
-        let body = Bytes::copy_from_slice(op.data.as_str().as_bytes());
+        let body = Bytes::copy_from_slice(op.data.as_bytes());
         match self
             .engine
             .http

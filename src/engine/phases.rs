@@ -159,10 +159,17 @@ impl Cycle<'_> {
             (Update::Replace, UpdateMethod::Put) => (Verb::Put, op.user.to_document(Some(id))),
             (Update::Replace, UpdateMethod::Patch) => (
                 Verb::Patch,
-                Document::from_serialized(format!(
-                    r#"{{"schemas":["{PATCH_OP}"],"Operations":[{{"op":"replace","value":{}}}]}}"#,
-                    op.user.attributes_document().as_str()
-                )),
+                Document::from_json_bytes(
+                    [
+                        format!(
+                            r#"{{"schemas":["{PATCH_OP}"],"Operations":[{{"op":"replace","value":"#
+                        )
+                        .as_bytes(),
+                        op.user.attributes_document().as_bytes(),
+                        b"}]}",
+                    ]
+                    .concat(),
+                ),
             ),
         };
         SubOp {

@@ -47,6 +47,9 @@ pub enum HandlerError {
     /// An S3 call failed.
     #[error(transparent)]
     S3(#[from] S3Error),
+    /// The function's clients could not be set up; nothing was done.
+    #[error("the function could not start: {0}")]
+    Startup(String),
     /// Some work was neither done, reported nor re-enqueued: the event must be delivered again.
     #[error("{origin}: {problem}; the event will be retried")]
     Incomplete {
@@ -65,6 +68,7 @@ impl From<HandlerError> for Diagnostic {
             HandlerError::Engine(_) => "EngineError",
             HandlerError::S3(_) => "S3Error",
             HandlerError::Incomplete { .. } => "Incomplete",
+            HandlerError::Startup(_) => "StartupError",
         };
         Diagnostic {
             error_type: error_type.into(),
@@ -153,17 +157,28 @@ fn remaining_time(deadline_ms: u64, now: SystemTime) -> Duration {
 /// Runs the function under the Lambda runtime until the runtime stops it.
 pub async fn run() -> ExitCode {
     crate::logging::init_lambda();
-    let state = match State::from_env().await {
-        Ok(state) => Arc::new(state),
+    // Configuration errors stop the container at once; they need a redeploy, not a retry.
+    let config = match FunctionConfig::from_env() {
+        Ok(config) => config,
         Err(error) => {
-            tracing::error!(%error, "the function cannot start");
+            tracing::error!(error = %StartupError::from(error), "the function cannot start");
             return ExitCode::FAILURE;
         }
     };
+    // The AWS SDK and HTTP clients (TLS set-up included) are built while the runtime waits for
+    // the first event rather than before its first poll, so the cold start is not billed for them.
+    let state = Arc::new(DeferredState::spawn(config));
     let handler = service_fn(move |event: LambdaEvent<Value>| {
         let state = Arc::clone(&state);
         async move {
             let invocation = Invocation::from_context(&event.context);
+            let state = match state.get().await {
+                Ok(state) => state,
+                Err(error) => {
+                    tracing::error!(%error, "the function cannot start");
+                    return Err(error);
+                }
+            };
             // Boxed: the handler's future is deep, and main's future would otherwise nest it whole.
             Box::pin(handle(&state, event.payload, &invocation)).await
         }
@@ -174,6 +189,49 @@ pub async fn run() -> ExitCode {
             tracing::error!(%error, "the Lambda runtime stopped");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The function's [`State`], built by a background task started with the process.
+struct DeferredState {
+    ready: tokio::sync::OnceCell<Arc<State>>,
+    setup: tokio::sync::Mutex<Option<tokio::task::JoinHandle<Result<State, StartupError>>>>,
+}
+
+impl DeferredState {
+    fn spawn(config: FunctionConfig) -> Self {
+        let setup = tokio::spawn(async move {
+            let sdk = crate::aws::sdk_config().await;
+            State::new(config, &sdk)
+        });
+        Self {
+            ready: tokio::sync::OnceCell::new(),
+            setup: tokio::sync::Mutex::new(Some(setup)),
+        }
+    }
+
+    /// The state, waiting for its set-up the first time; a failed set-up fails every invocation
+    /// with its reason (it depends on the configuration only, so retrying it would not help).
+    async fn get(&self) -> Result<Arc<State>, HandlerError> {
+        let state = self
+            .ready
+            .get_or_try_init(|| async {
+                let setup = self.setup.lock().await.take();
+                let Some(setup) = setup else {
+                    return Err(HandlerError::Startup(
+                        "the set-up failed in an earlier invocation (see its error)".into(),
+                    ));
+                };
+                match setup.await {
+                    Ok(Ok(state)) => Ok(Arc::new(state)),
+                    Ok(Err(error)) => Err(HandlerError::Startup(error.to_string())),
+                    Err(error) => Err(HandlerError::Startup(format!(
+                        "the set-up task failed: {error}"
+                    ))),
+                }
+            })
+            .await?;
+        Ok(Arc::clone(state))
     }
 }
 

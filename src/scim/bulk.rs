@@ -2,7 +2,6 @@
 //! every result back to its operation by bulkId (or, for PUT/PATCH, by location), never by position.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -23,13 +22,12 @@ fn encode_op(op: &SubOp, out: &mut Vec<u8>) {
     out.extend_from_slice(op.verb.as_str().as_bytes());
     out.extend_from_slice(br#"","bulkId":""#);
     out.extend_from_slice(BULK_ID_PREFIX.as_bytes());
-    // Writing into a Vec cannot fail.
-    let _ = write!(out, "{}", op.key);
+    push_decimal(out, op.key);
     out.extend_from_slice(br#"","path":"#);
     // Writing a String into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, &op.path);
     out.extend_from_slice(br#","data":"#);
-    out.extend_from_slice(op.data.as_str().as_bytes());
+    out.extend_from_slice(op.data.as_bytes());
     out.push(b'}');
 }
 
@@ -50,7 +48,22 @@ pub fn encoded_len(op: &SubOp) -> usize {
         + BULK_ID_PREFIX.len()
         + decimal_digits(op.key)
         + path
-        + op.data.as_str().len()
+        + op.data.as_bytes().len()
+}
+
+/// Appends `n` in decimal (without the formatting machinery: this runs once per operation).
+fn push_decimal(out: &mut Vec<u8>, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
 }
 
 fn decimal_digits(n: usize) -> usize {
@@ -59,7 +72,10 @@ fn decimal_digits(n: usize) -> usize {
 
 /// The BulkRequest body for these operations.
 pub fn encode(ops: &[&SubOp]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256 * ops.len() + 96);
+    let size = ENVELOPE_HEAD.len()
+        + ENVELOPE_TAIL.len()
+        + ops.iter().map(|op| encoded_len(op) + 1).sum::<usize>();
+    let mut out = Vec::with_capacity(size);
     out.extend_from_slice(ENVELOPE_HEAD.as_bytes());
     for (i, op) in ops.iter().enumerate() {
         if i > 0 {

@@ -61,27 +61,27 @@ pub const BULK_ID_PREFIX: &str = "op";
 /// A JSON document serialized once, when its sub-operation is built, and copied verbatim into
 /// each request body that carries it (bulk or per resource, first send or resend).
 #[derive(Clone, PartialEq, Eq)]
-pub struct Document(String);
+pub struct Document(Vec<u8>);
 
 impl Document {
     /// Serializes a JSON value.
     pub fn from_value(value: &Value) -> Self {
-        Self(value.to_string())
+        Self(value.to_string().into_bytes())
     }
 
-    /// Wraps text that a serde serializer produced (callers guarantee it is JSON).
-    pub(crate) fn from_serialized(json: String) -> Self {
+    /// Wraps bytes that serde_json wrote (callers guarantee they are one JSON document).
+    pub(crate) fn from_json_bytes(json: Vec<u8>) -> Self {
         Self(json)
     }
 
-    /// The JSON text.
-    pub fn as_str(&self) -> &str {
+    /// The JSON text, as UTF-8 bytes.
+    pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
 
     /// The document parsed back into a value (tests and diagnostics, not the send path).
     pub fn to_value(&self) -> Value {
-        serde_json::from_str(&self.0).unwrap_or(Value::Null)
+        serde_json::from_slice(&self.0).unwrap_or(Value::Null)
     }
 }
 

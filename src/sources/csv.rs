@@ -274,17 +274,21 @@ impl<R: Read> CsvSource<R> {
                 found: record.len(),
             });
         }
-        let mut values = Vec::with_capacity(Field::ALL.len());
+        // On the stack: this runs once per row. The header check lets each field appear in
+        // at most one column, so there are at most `Field::ALL.len()` mapped values.
+        let mut values = [(Field::Email, ""); Field::ALL.len()];
+        let mut mapped = 0;
         for (i, (bytes, column)) in record.iter().zip(&self.columns).enumerate() {
             // Only mapped columns are decoded: bad bytes in an ignored column harm nobody.
-            if let Some(field) = column {
+            if let (Some(field), Some(slot)) = (column, values.get_mut(mapped)) {
                 let text = std::str::from_utf8(bytes).map_err(|_| RowError::NotUtf8 {
                     column: column_name(i),
                 })?;
-                values.push((*field, text));
+                *slot = (*field, text);
+                mapped += 1;
             }
         }
-        validate(&values)
+        validate(&values[..mapped])
     }
 }
 

@@ -304,24 +304,38 @@ fn email_problem(email: &str) -> Option<&'static str> {
     None
 }
 
-fn parse_active(value: &str) -> Result<bool, RowError> {
-    match value.to_ascii_lowercase().as_str() {
-        "true" | "yes" | "y" | "1" => Ok(true),
-        "false" | "no" | "n" | "0" => Ok(false),
-        _ => Err(RowError::InvalidActive {
-            value: excerpt(value),
-        }),
+/// Which of two word lists `value` is in, ignoring ASCII case (no allocation: it runs per row).
+fn one_of(value: &str, yes: &[&str], no: &[&str]) -> Option<bool> {
+    let is = |words: &[&str]| words.iter().any(|w| w.eq_ignore_ascii_case(value));
+    if is(yes) {
+        Some(true)
+    } else if is(no) {
+        Some(false)
+    } else {
+        None
     }
 }
 
+fn parse_active(value: &str) -> Result<bool, RowError> {
+    one_of(
+        value,
+        &["true", "yes", "y", "1"],
+        &["false", "no", "n", "0"],
+    )
+    .ok_or_else(|| RowError::InvalidActive {
+        value: excerpt(value),
+    })
+}
+
 fn parse_status(value: &str) -> Result<bool, RowError> {
-    match value.to_ascii_lowercase().as_str() {
-        "active" | "enabled" => Ok(true),
-        "inactive" | "terminated" | "leaver" | "disabled" => Ok(false),
-        _ => Err(RowError::InvalidStatus {
-            value: excerpt(value),
-        }),
-    }
+    one_of(
+        value,
+        &["active", "enabled"],
+        &["inactive", "terminated", "leaver", "disabled"],
+    )
+    .ok_or_else(|| RowError::InvalidStatus {
+        value: excerpt(value),
+    })
 }
 
 /// Validates one row's values (any order, each field at most once) into a [`User`].
