@@ -16,6 +16,8 @@
 //!   baseline (`benches/baseline_csv_payloads.py`, `python3` on PATH, or `--python PATH`) runs
 //!   on the same file, interleaved with the Rust runs.
 
+mod common;
+
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -26,6 +28,8 @@ use scim_bulk_provisioner::scim::bulk::{chunk, encode};
 use scim_bulk_provisioner::scim::discovery::{ProviderLimits, DEFAULT_MAX_PAYLOAD};
 use scim_bulk_provisioner::scim::request::{SubOp, Verb};
 use scim_bulk_provisioner::sources::CsvSource;
+
+use common::median;
 
 /// Operations encoded together, like the S3 handler's flush of 500.
 const WINDOW: usize = 500;
@@ -323,16 +327,6 @@ fn run(cmd: &mut Command) -> Measure {
     parse_result(&String::from_utf8_lossy(&out.stdout))
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
-}
-
 fn expected_bodies(valid: u64) -> u64 {
     let full = valid / WINDOW as u64;
     let rest = valid % WINDOW as u64;
@@ -455,8 +449,8 @@ fn bench(o: &Options) {
                 python.push(p);
             }
         }
-        let secs = median(rust.iter().map(|m| m.secs).collect());
-        let hwm = median(rust.iter().map(|m| m.hwm_kb as f64).collect()) as u64;
+        let secs = median(&rust.iter().map(|m| m.secs).collect::<Vec<_>>());
+        let hwm = median(&rust.iter().map(|m| m.hwm_kb as f64).collect::<Vec<_>>()) as u64;
         let bytes = rust[0].counts.bytes;
         let line = format!(
             "| {rows:>9} | {:>7.1} MB | {:>9.3} s | {:>11.0} | {:>8.1} MB | {:>7.1} MB |",
@@ -469,8 +463,8 @@ fn bench(o: &Options) {
         let runs: Vec<String> = rust.iter().map(|m| format!("{:.3}", m.secs)).collect();
         println!("rust   {rows:>9} rows: runs [{}] s", runs.join(", "));
         let py_line = if o.compare {
-            let psecs = median(python.iter().map(|m| m.secs).collect());
-            let phwm = median(python.iter().map(|m| m.hwm_kb as f64).collect()) as u64;
+            let psecs = median(&python.iter().map(|m| m.secs).collect::<Vec<_>>());
+            let phwm = median(&python.iter().map(|m| m.hwm_kb as f64).collect::<Vec<_>>()) as u64;
             let ratios: Vec<f64> = rust
                 .iter()
                 .zip(&python)
@@ -483,7 +477,7 @@ fn bench(o: &Options) {
                 psecs,
                 rows as f64 / psecs,
                 mb(phwm),
-                median(ratios)
+                median(&ratios)
             )
         } else {
             String::new()
@@ -501,7 +495,7 @@ fn bench(o: &Options) {
                 breakdown.push(format!(
                     "{rows} rows, stage {:>5}: median {:.3} s",
                     stage.name(),
-                    median(secs)
+                    median(&secs)
                 ));
             }
             breakdown.push(format!("{rows} rows, stage  full: median {secs:.3} s"));

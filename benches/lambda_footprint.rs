@@ -17,6 +17,7 @@
 //!   medians over `--runs` cold starts. `FOOTPRINT_BIN=target/lambda/scim-bulk-provisioner/bootstrap`
 //!   measures the artifact `cargo lambda build --release` made instead of Cargo's own build.
 
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -34,6 +35,8 @@ use axum::Router;
 use scim_bulk_provisioner::tenant::{Tenant, TenantConfig};
 use serde_json::Value;
 use tokio::sync::{mpsc, Notify};
+
+use common::median;
 
 /// The binary measured: `FOOTPRINT_BIN` (e.g. cargo lambda's `bootstrap`), else Cargo's build.
 fn bin() -> String {
@@ -361,16 +364,6 @@ fn exec_floor_ms() -> f64 {
     spawned.elapsed().as_secs_f64() * 1e3
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
-}
-
 async fn smoke() {
     let run = s3_event_run(300).await;
     assert_eq!(run.kind, "response");
@@ -423,12 +416,12 @@ async fn bench(runs: usize, rows: usize) {
     };
     println!(
         "cold start to first poll: median {:.1} ms over {runs} runs [{}]",
-        median(cold.clone()),
+        median(&cold),
         show(&cold)
     );
     println!(
         "exec floor (--version, start to exit): median {:.1} ms [{}]",
-        median(floor.clone()),
+        median(&floor),
         show(&floor)
     );
     let run = s3_event_run(rows).await;
