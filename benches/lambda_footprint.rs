@@ -443,12 +443,7 @@ async fn bench(runs: usize, rows: usize) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let value = |name: &str, default: usize| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .map_or(default, |v| v.replace('_', "").parse().expect("a number"))
-    };
+    let value = |name: &str, default: u64| common::arg_value(&args, name, default) as usize;
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     if args.iter().any(|a| a == "--bench") {
         runtime.block_on(bench(value("--runs", 20), value("--rows", 100_000)));

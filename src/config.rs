@@ -37,8 +37,11 @@ pub struct FunctionConfig {
     pub retry: RetryPolicy,
     /// `SCIM_MAX_OPERATIONS`: operations per BulkRequest at most.
     pub max_operations: usize,
-    /// `SCIM_REQUESTS_PER_MINUTE`: unset or 0 is unlimited.
+    /// `SCIM_REQUESTS_PER_MINUTE`: unset or 0 is no fixed rate (adaptive, or unlimited).
     pub requests_per_minute: Option<u32>,
+    /// `SCIM_ADAPTIVE_PACING`: without a fixed rate, slow down on 429 and probe back up;
+    /// false (the default) sends unpaced and leaves 429s to the queue's delays.
+    pub adaptive_pacing: bool,
     /// `SCIM_CONCURRENCY`: requests in flight at once.
     pub concurrency: usize,
     /// `SCIM_UPDATE_METHOD`: `put` or `patch`.
@@ -83,7 +86,7 @@ impl FunctionConfig {
             "SCIM_REQUESTS_PER_MINUTE",
             0,
             0,
-            "a whole number of requests per minute (0: unlimited)",
+            "a whole number of requests per minute (0: no fixed rate)",
         )?;
         Ok(Self {
             secret_id: env.required("SCIM_SECRET_ID")?,
@@ -102,6 +105,7 @@ impl FunctionConfig {
                 "a whole number of operations, at least 1",
             )? as usize,
             requests_per_minute: (rpm > 0).then(|| u32::try_from(rpm).unwrap_or(u32::MAX)),
+            adaptive_pacing: env.flag("SCIM_ADAPTIVE_PACING")?,
             concurrency: env.number(
                 "SCIM_CONCURRENCY",
                 2,
@@ -163,6 +167,7 @@ impl FunctionConfig {
             retry: self.retry.clone(),
             concurrency: self.concurrency,
             requests_per_minute: self.requests_per_minute,
+            adaptive_pacing: self.adaptive_pacing,
             timeouts: self.timeouts,
         }
     }
@@ -244,6 +249,7 @@ mod tests {
         assert_eq!(c.retry, RetryPolicy::default());
         assert_eq!(c.max_operations, 50);
         assert_eq!(c.requests_per_minute, None);
+        assert!(!c.adaptive_pacing);
         assert_eq!(c.concurrency, 2);
         assert_eq!(c.update_method, UpdateMethod::Put);
         assert!(!c.create_inactive);
@@ -255,6 +261,7 @@ mod tests {
         let e = c.engine_config();
         assert_eq!(e.max_operations, 50);
         assert_eq!(e.retry.max_attempts, 8);
+        assert!(!e.adaptive_pacing);
     }
 
     #[test]
@@ -275,6 +282,7 @@ mod tests {
             ("SCIM_TIMEOUT_SECONDS", "7"),
             ("SCIM_CONNECT_TIMEOUT_SECONDS", "2"),
             ("S3_FORCE_PATH_STYLE", "TRUE"),
+            ("SCIM_ADAPTIVE_PACING", "true"),
         ])
         .unwrap();
         assert_eq!(c.report_bucket.as_deref(), Some("reports"));
@@ -292,6 +300,8 @@ mod tests {
         assert_eq!(c.timeouts.request, Duration::from_secs(7));
         assert_eq!(c.timeouts.connect, Duration::from_secs(2));
         assert!(c.s3_force_path_style);
+        assert!(c.adaptive_pacing);
+        assert!(c.engine_config().adaptive_pacing);
         assert_eq!(
             config(&[("SCIM_REQUESTS_PER_MINUTE", "0")])
                 .unwrap()
@@ -321,6 +331,7 @@ mod tests {
             ("SCIM_UPDATE_METHOD", "post"),
             ("SCIM_CREATE_INACTIVE", "maybe"),
             ("S3_FORCE_PATH_STYLE", "on"),
+            ("SCIM_ADAPTIVE_PACING", "sometimes"),
             ("SCIM_TIMEOUT_SECONDS", "0"),
         ];
         for (var, value) in cases {

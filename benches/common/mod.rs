@@ -13,3 +13,30 @@ pub fn median(values: &[f64]) -> f64 {
         (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
     }
 }
+
+/// The number after `name` in the arguments, or `default`; `1_000` style is accepted.
+pub fn arg_value(args: &[String], name: &str, default: u64) -> u64 {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map_or(default, |v| {
+            v.replace('_', "").parse().expect("a whole number")
+        })
+}
+
+/// Test user `i` of a bench (`<tag>.user000042@example.com`), with a title, a department and
+/// an employee number like an HR export's.
+pub fn user(tag: &str, i: usize) -> scim_bulk_provisioner::user::User {
+    // Through serde, so that optional fields added to User later keep their defaults.
+    let doc = serde_json::json!({
+        "user_name": format!("{tag}.user{i:06}@example.com"),
+        "email": format!("{tag}.user{i:06}@example.com"),
+        "first_name": "Bench",
+        "last_name": format!("User {i}"),
+        "active": true,
+        "title": "Agent",
+        "department": "Customer Care",
+        "employee_number": format!("E{i:06}"),
+    });
+    serde_json::from_value(doc).expect("a valid user")
+}

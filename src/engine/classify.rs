@@ -7,6 +7,26 @@ pub fn is_retryable(status: u16) -> bool {
     matches!(status, 408 | 425 | 429) || (500..600).contains(&status)
 }
 
+/// What an answer says about the request rate, for adaptive pacing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RateSignal {
+    /// 429: too fast.
+    Throttled,
+    /// Any other answer below 500: the service took the request at this rate.
+    Accepted,
+    /// 5xx: an outage says nothing about the rate.
+    Neutral,
+}
+
+/// The rate signal of an HTTP status.
+pub(crate) fn rate_signal(status: u16) -> RateSignal {
+    match status {
+        429 => RateSignal::Throttled,
+        s if s >= 500 => RateSignal::Neutral,
+        _ => RateSignal::Accepted,
+    }
+}
+
 /// A permanent failure's words: the server's `detail`, else what the status means for a user.
 pub fn failure_detail(reply: &SubReply) -> String {
     if let (_, Some(detail)) = reply.error() {
@@ -37,6 +57,17 @@ mod tests {
         }
         for s in [200, 301, 400, 401, 403, 404, 409, 413, 422] {
             assert!(!is_retryable(s), "{s}");
+        }
+    }
+
+    #[test]
+    fn only_429_slows_down_and_outages_say_nothing() {
+        assert_eq!(rate_signal(429), RateSignal::Throttled);
+        for s in [200, 201, 400, 401, 404, 409, 413] {
+            assert_eq!(rate_signal(s), RateSignal::Accepted, "{s}");
+        }
+        for s in [500, 502, 503, 504] {
+            assert_eq!(rate_signal(s), RateSignal::Neutral, "{s}");
         }
     }
 

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 use reqwest::Method;
 
-use super::classify::is_retryable;
+use super::classify::{is_retryable, rate_signal, RateSignal};
 use super::Cycle;
 use crate::budget::Admission;
 use crate::scim::bulk;
@@ -34,8 +34,9 @@ enum BulkOutcome {
 }
 
 impl Cycle<'_> {
-    /// Waits for a request slot, or says how long to defer.
-    async fn admit(&self) -> Result<(), SubResult> {
+    /// Waits for a request slot and returns it (the instant the request is sent), or says how
+    /// long to defer.
+    async fn admit(&self) -> Result<Instant, SubResult> {
         let engine = self.engine;
         let deferred = self.deferred_requests.load(Ordering::Relaxed);
         // A request is sent if it has at least this long before the deadline; its timeout is
@@ -48,7 +49,7 @@ impl Cycle<'_> {
             Admission::SendAt(at) => {
                 tokio::time::sleep_until(at.into()).await;
                 self.stats.requests.fetch_add(1, Ordering::Relaxed);
-                Ok(())
+                Ok(at)
             }
             Admission::Defer(delay) => {
                 self.deferred_requests.fetch_add(1, Ordering::Relaxed);
@@ -57,11 +58,18 @@ impl Cycle<'_> {
         }
     }
 
-    fn count(&self, status: u16) {
+    /// Counts an answer to a request sent at `sent`, and tells the rate limiter how it went.
+    fn count(&self, sent: Instant, status: u16) {
         if status == 429 {
             self.stats.throttled.fetch_add(1, Ordering::Relaxed);
         } else if (500..600).contains(&status) {
             self.stats.server_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let limiter = &self.engine.limiter;
+        match rate_signal(status) {
+            RateSignal::Throttled => limiter.throttled(sent, Instant::now()),
+            RateSignal::Accepted => limiter.accepted(sent),
+            RateSignal::Neutral => {}
         }
     }
 
@@ -99,9 +107,14 @@ impl Cycle<'_> {
     }
 
     async fn send_bulk(&self, chunk: Vec<SubOp>) -> BulkOutcome {
-        if let Err(deferred) = self.admit().await {
-            return BulkOutcome::Done(chunk.iter().map(|op| (op.key, deferred.clone())).collect());
-        }
+        let sent = match self.admit().await {
+            Ok(sent) => sent,
+            Err(deferred) => {
+                return BulkOutcome::Done(
+                    chunk.iter().map(|op| (op.key, deferred.clone())).collect(),
+                )
+            }
+        };
         self.stats.bulk_requests.fetch_add(1, Ordering::Relaxed);
         let refs: Vec<&SubOp> = chunk.iter().collect();
         let body = Bytes::from(bulk::encode(&refs));
@@ -114,7 +127,7 @@ impl Cycle<'_> {
             Ok(reply) => reply,
             Err(e) => return BulkOutcome::Done(all(&chunk, transient_from(e))),
         };
-        self.count(reply.status);
+        self.count(sent, reply.status);
         let whole = |result: SubResult| BulkOutcome::Done(all(&chunk, result));
         match reply.status {
             200..=299 => match bulk::parse_response(&reply.body, &refs, reply.retry_after) {
@@ -149,9 +162,10 @@ impl Cycle<'_> {
     }
 
     async fn send_one(&self, op: &SubOp) -> SubResult {
-        if let Err(deferred) = self.admit().await {
-            return deferred;
-        }
+        let sent = match self.admit().await {
+            Ok(sent) => sent,
+            Err(deferred) => return deferred,
+        };
         let body = Bytes::copy_from_slice(op.data.as_bytes());
         match self
             .engine
@@ -166,7 +180,7 @@ impl Cycle<'_> {
             .await
         {
             Ok(reply) => {
-                self.count(reply.status);
+                self.count(sent, reply.status);
                 reply_result(&reply)
             }
             Err(e) => transient_from(e),
@@ -183,9 +197,10 @@ impl Cycle<'_> {
     }
 
     async fn lookup(&self, user_name: &str) -> LookupResult {
-        if let Err(deferred) = self.admit().await {
-            return LookupResult::Failed(deferred);
-        }
+        let sent_at = match self.admit().await {
+            Ok(at) => at,
+            Err(deferred) => return LookupResult::Failed(deferred),
+        };
         self.stats.lookups.fetch_add(1, Ordering::Relaxed);
         let filter = user_name_eq(user_name);
         let sent = self
@@ -203,7 +218,7 @@ impl Cycle<'_> {
             Ok(reply) => reply,
             Err(e) => return LookupResult::Failed(transient_from(e)),
         };
-        self.count(reply.status);
+        self.count(sent_at, reply.status);
         if reply.status != 200 {
             return LookupResult::Failed(reply_result(&reply));
         }

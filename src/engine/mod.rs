@@ -48,8 +48,11 @@ pub struct EngineConfig {
     pub retry: RetryPolicy,
     /// Requests in flight at once.
     pub concurrency: usize,
-    /// Requests per minute to the service (None: unlimited).
+    /// Requests per minute to the service (None: unlimited, or adaptive with `adaptive_pacing`).
     pub requests_per_minute: Option<u32>,
+    /// Without a fixed rate: pace adaptively (unpaced until the first 429, then back off on
+    /// 429 and probe upwards on success) instead of sending unpaced.
+    pub adaptive_pacing: bool,
     /// HTTP timeouts.
     pub timeouts: Timeouts,
 }
@@ -63,6 +66,7 @@ impl Default for EngineConfig {
             retry: RetryPolicy::default(),
             concurrency: 2,
             requests_per_minute: None,
+            adaptive_pacing: false,
             timeouts: Timeouts::default(),
         }
     }
@@ -123,7 +127,7 @@ impl Engine {
         let http = ScimHttp::new(credentials, config.timeouts)
             .map_err(|e| EngineError::Client(e.without_url().to_string()))?;
         Ok(Self {
-            limiter: RateLimiter::new(config.requests_per_minute),
+            limiter: RateLimiter::configured(config.requests_per_minute, config.adaptive_pacing),
             config,
             http,
             limits: tokio::sync::Mutex::new(None),
@@ -142,6 +146,11 @@ impl Engine {
     /// The engine's settings.
     pub fn config(&self) -> &EngineConfig {
         &self.config
+    }
+
+    /// The current spacing between requests (zero: unpaced); adaptive pacing changes it.
+    pub fn pacing_interval(&self) -> Duration {
+        self.limiter.interval()
     }
 
     /// The service's limits, discovered once per process (`GET /ServiceProviderConfig`).

@@ -1,7 +1,8 @@
 //! An embedded, in-process SCIM 2.0 tenant that behaves, as far as a SCIM client can observe,
 //! like a NICE CXone tenant: bearer auth, ServiceProviderConfig, Users with filters and PatchOp,
 //! Bulk, and on request throttling (429) and injected failures (503). The `demo` command runs
-//! against it with no AWS account, and tests use it as a peer.
+//! against it with no AWS account, and tests and benchmarks use it as a peer; a
+//! [`FaultProfile`] adds random 429s, 503s and operations dropped from BulkResponses.
 
 mod routes;
 mod store;
@@ -67,6 +68,27 @@ impl std::fmt::Debug for TenantConfig {
     }
 }
 
+/// Faults injected at random (seeded by [`TenantConfig::seed`]) on top of the rate limit and
+/// `error_rate`; each fraction is between 0.0 and 1.0 (outside it, or NaN, counts as 0 or 1).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FaultProfile {
+    /// Fraction of requests answered 429 with `Retry-After: 1`, not applied.
+    pub throttled: f64,
+    /// Fraction of requests answered 503 with `Retry-After: 1`, not applied.
+    pub unavailable: f64,
+    /// Fraction of a BulkRequest's operations dropped: neither applied nor in the BulkResponse.
+    pub dropped: f64,
+}
+
+impl FaultProfile {
+    /// Whether any fault is injected.
+    pub fn is_active(&self) -> bool {
+        [self.throttled, self.unavailable, self.dropped]
+            .iter()
+            .any(|f| *f > 0.0)
+    }
+}
+
 /// What the tenant has seen and done since it started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TenantStats {
@@ -92,6 +114,8 @@ pub struct TenantStats {
     pub deleted: u64,
     /// Writes refused with 409 (userName already taken).
     pub conflicts: u64,
+    /// Bulk operations dropped by the [`FaultProfile`] (not applied, not answered).
+    pub dropped_operations: u64,
 }
 
 /// The live counters behind [`TenantStats`].
@@ -108,6 +132,7 @@ struct Counters {
     updated: AtomicU64,
     deleted: AtomicU64,
     conflicts: AtomicU64,
+    dropped_operations: AtomicU64,
 }
 
 impl Counters {
@@ -137,6 +162,7 @@ impl Counters {
             updated: get(&self.updated),
             deleted: get(&self.deleted),
             conflicts: get(&self.conflicts),
+            dropped_operations: get(&self.dropped_operations),
         }
     }
 }
@@ -160,9 +186,17 @@ impl std::fmt::Debug for Tenant {
 impl Tenant {
     /// Binds 127.0.0.1 on a free port and serves the tenant in a tokio task.
     pub async fn start(config: TenantConfig) -> std::io::Result<Tenant> {
+        Self::start_with_faults(config, FaultProfile::default()).await
+    }
+
+    /// Like [`Tenant::start`], with random faults injected as `faults` says.
+    pub async fn start_with_faults(
+        config: TenantConfig,
+        faults: FaultProfile,
+    ) -> std::io::Result<Tenant> {
         let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
         let base_url = format!("http://{}/scim/v2", listener.local_addr()?);
-        let shared = Arc::new(routes::Shared::new(config, &base_url));
+        let shared = Arc::new(routes::Shared::new(config, faults, &base_url));
         let app = routes::router(Arc::clone(&shared));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {

@@ -19,7 +19,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 use super::store::{ScimError, Store, MAX_RESULTS};
-use super::{Counters, TenantConfig};
+use super::{Counters, FaultProfile, TenantConfig};
 
 /// The SCIM media type (RFC 7644 §3.1).
 const SCIM_JSON: &str = "application/scim+json";
@@ -36,11 +36,20 @@ pub(super) struct Shared {
     store: Mutex<Store>,
     bucket: Option<Mutex<TokenBucket>>,
     faults: Mutex<StdRng>,
+    profile: FaultProfile,
+    /// The profile's own stream, so that a profile does not shift `error_rate`'s draws.
+    profile_rng: Mutex<StdRng>,
+}
+
+/// A fault the profile injects in front of a request.
+enum Injected {
+    Throttled,
+    Unavailable,
 }
 
 impl Shared {
     /// State for a tenant serving at `base_url`.
-    pub(super) fn new(config: TenantConfig, base_url: &str) -> Self {
+    pub(super) fn new(config: TenantConfig, profile: FaultProfile, base_url: &str) -> Self {
         let bucket = config
             .requests_per_second
             .filter(|r| r.is_finite() && *r > 0.0)
@@ -52,6 +61,8 @@ impl Shared {
             bucket,
             // A different stream from the ids', so that faults do not shift them.
             faults: Mutex::new(StdRng::seed_from_u64(config.seed ^ 0x5eed_fa17)),
+            profile,
+            profile_rng: Mutex::new(StdRng::seed_from_u64(config.seed ^ 0xd20b_0b5e)),
             config,
         }
     }
@@ -78,6 +89,60 @@ impl Shared {
         }
         let mut rng = self.faults.lock().unwrap_or_else(PoisonError::into_inner);
         rng.random_bool(rate.min(1.0))
+    }
+}
+
+impl Shared {
+    /// The profile's 429 or 503 for this request, if it gets one (one draw per request).
+    fn inject_profile_fault(&self) -> Option<Injected> {
+        let (throttled, unavailable) = (
+            fraction(self.profile.throttled),
+            fraction(self.profile.unavailable),
+        );
+        if throttled + unavailable <= 0.0 {
+            return None;
+        }
+        let draw: f64 = self
+            .profile_rng
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .random();
+        if draw < throttled {
+            Some(Injected::Throttled)
+        } else if draw < throttled + unavailable {
+            Some(Injected::Unavailable)
+        } else {
+            None
+        }
+    }
+
+    /// Removes the profile's share of a BulkRequest's operations; returns how many it dropped.
+    /// A request over `max_operations` is left whole, so that it still gets its 413.
+    fn drop_operations(&self, request: &mut Value) -> u64 {
+        let rate = fraction(self.profile.dropped);
+        let max = self.config.max_operations;
+        let Some(ops) = request.get_mut("Operations").and_then(Value::as_array_mut) else {
+            return 0;
+        };
+        if rate <= 0.0 || ops.len() > max {
+            return 0;
+        }
+        let before = ops.len();
+        let mut rng = self
+            .profile_rng
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        ops.retain(|_| !rng.random_bool(rate));
+        (before - ops.len()) as u64
+    }
+}
+
+/// A fraction clamped to 0.0..=1.0 (NaN: 0.0), as `random_bool` requires.
+fn fraction(f: f64) -> f64 {
+    if f.is_nan() {
+        0.0
+    } else {
+        f.clamp(0.0, 1.0)
     }
 }
 
@@ -138,7 +203,8 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// In front of every route: rate limit (429), injected failure (503), bearer auth (401).
+/// In front of every route: rate limit (429), the fault profile's 429 or 503, injected failure
+/// (503), bearer auth (401).
 async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
     let stats = &shared.stats;
     stats.requests.fetch_add(1, Relaxed);
@@ -148,6 +214,19 @@ async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -
         let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
         let error = ScimError::new(429, None, "Too many requests");
         return error_response(&error, Some(secs));
+    }
+    match shared.inject_profile_fault() {
+        Some(Injected::Throttled) => {
+            stats.throttled.fetch_add(1, Relaxed);
+            let error = ScimError::new(429, None, "Too many requests");
+            return error_response(&error, Some(1));
+        }
+        Some(Injected::Unavailable) => {
+            stats.server_errors.fetch_add(1, Relaxed);
+            let error = ScimError::new(503, None, "Service temporarily unavailable");
+            return error_response(&error, Some(1));
+        }
+        None => {}
     }
     if shared.inject_fault() {
         stats.server_errors.fetch_add(1, Relaxed);
@@ -304,7 +383,11 @@ async fn bulk(State(shared): State<Arc<Shared>>, body: Body) -> Response {
     }
     shared.stats.bulk_requests.fetch_add(1, Relaxed);
     let result = match read_json(&shared, body).await {
-        Ok(doc) => shared.store().bulk(&doc, shared.config.max_operations),
+        Ok(mut doc) => {
+            let dropped = shared.drop_operations(&mut doc);
+            shared.stats.dropped_operations.fetch_add(dropped, Relaxed);
+            shared.store().bulk(&doc, shared.config.max_operations)
+        }
         Err(error) => Err(error),
     };
     if let Ok(response) = &result {

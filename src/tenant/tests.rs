@@ -304,6 +304,112 @@ async fn injected_failures_are_503_and_not_applied() {
     peer.tenant.shutdown().await;
 }
 
+async fn start_with_faults(faults: FaultProfile) -> Peer {
+    let config = TenantConfig {
+        bearer_token: TOKEN.into(),
+        seed: 11,
+        ..TenantConfig::default()
+    };
+    Peer {
+        tenant: Tenant::start_with_faults(config, faults).await.unwrap(),
+        client: reqwest::Client::new(),
+    }
+}
+
+fn bulk_of(names: &[String]) -> Value {
+    let ops: Vec<Value> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| json!({"method": "POST", "bulkId": format!("b{i}"), "path": "/Users", "data": user(n)}))
+        .collect();
+    json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": ops})
+}
+
+#[tokio::test]
+async fn a_fault_profile_throttles_and_fails_whole_requests_unapplied() {
+    for (faults, status) in [
+        (
+            FaultProfile {
+                throttled: 1.0,
+                ..FaultProfile::default()
+            },
+            429,
+        ),
+        (
+            FaultProfile {
+                unavailable: 1.0,
+                ..FaultProfile::default()
+            },
+            503,
+        ),
+    ] {
+        let peer = start_with_faults(faults).await;
+        let answer = peer.call(Method::POST, "/Users", Some(user("ada"))).await;
+        assert_eq!((answer.status, header(&answer, RETRY_AFTER)), (status, "1"));
+        assert_eq!(answer.body["status"], status.to_string());
+        assert!(peer.tenant.users().is_empty());
+        let stats = peer.tenant.stats();
+        assert_eq!(
+            (stats.throttled, stats.server_errors),
+            if status == 429 { (1, 0) } else { (0, 1) }
+        );
+        peer.tenant.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_fault_profile_drops_bulk_operations_unapplied_and_unanswered() {
+    let faults = FaultProfile {
+        dropped: 0.5,
+        ..FaultProfile::default()
+    };
+    assert!(faults.is_active() && !FaultProfile::default().is_active());
+    let peer = start_with_faults(faults).await;
+    let names: Vec<String> = (0..40).map(|i| format!("u{i}@example.com")).collect();
+    let answer = peer
+        .call(Method::POST, "/Bulk", Some(bulk_of(&names)))
+        .await;
+    assert_eq!(answer.status, 200);
+    let answered = answer.body["Operations"].as_array().unwrap().len();
+    let stats = peer.tenant.stats();
+    assert!(answered > 0 && answered < 40, "{answered} of 40 answered");
+    assert_eq!(stats.dropped_operations, 40 - answered as u64);
+    assert_eq!(
+        (stats.created, peer.tenant.users().len()),
+        (answered as u64, answered)
+    );
+    peer.tenant.shutdown().await;
+}
+
+#[tokio::test]
+async fn fault_fractions_are_seeded_and_roughly_kept() {
+    let faults = FaultProfile {
+        throttled: 0.1,
+        unavailable: 0.05,
+        dropped: 0.0,
+    };
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let peer = start_with_faults(faults).await;
+        for _ in 0..400 {
+            peer.call(Method::GET, "/Users?count=0", None).await;
+        }
+        let stats = peer.tenant.stats();
+        runs.push((stats.throttled, stats.server_errors));
+        peer.tenant.shutdown().await;
+    }
+    assert_eq!(runs[0], runs[1], "the same seed injects the same faults");
+    let (throttled, unavailable) = runs[0];
+    assert!(
+        (20..=60).contains(&throttled),
+        "{throttled} of 400 throttled"
+    );
+    assert!(
+        (5..=40).contains(&unavailable),
+        "{unavailable} of 400 unavailable"
+    );
+}
+
 #[tokio::test]
 async fn requests_without_the_token_get_401() {
     let peer = Peer::start(TenantConfig::default()).await;
