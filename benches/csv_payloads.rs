@@ -2,7 +2,7 @@
 //!
 //! Streams a generated HR export (the shape of `examples/hr-export.csv`) through
 //! [`CsvSource`] (parse + validate), builds each valid user's SCIM resource
-//! ([`User::to_scim`]) as a `POST /Users` sub-operation, and encodes BulkRequest bodies of 50
+//! ([`User::to_document`]) as a `POST /Users` sub-operation, and encodes BulkRequest bodies of 50
 //! operations ([`bulk::chunk`] + [`bulk::encode`]) per window of 500 operations, as the S3
 //! handler flushes them. Bodies are counted and dropped, never sent.
 //!
