@@ -620,7 +620,10 @@ fn a_million_rows_stream_with_flat_memory() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stderr}");
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("1 passed"), "the child ran the test: {stdout}");
+    assert!(
+        stdout.contains("1 passed"),
+        "the child ran the test: {stdout}"
+    );
 }
 
 fn stream_a_million_rows() {
