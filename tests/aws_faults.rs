@@ -9,11 +9,12 @@ mod support;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use scim_bulk_provisioner::lambda::{handle, HandlerError, Invocation, State};
+use aws_sdk_sqs::types::Message;
+use scim_bulk_provisioner::lambda::{HandlerError, State};
 use serde_json::{json, Value};
 use support::aws::{
-    bearer_secret, pump, put_object, queue_depth, receive, report_lines, s3_put_event,
-    sdk_config_at, send, sqs_event, start_stack, Pumped, Stack, BUCKET,
+    batch_failures, bearer_secret, invoke, pump_in_process, put_object, queue_depth, receive,
+    report_lines, s3_put_event, sdk_config_at, send, sqs_event, start_stack, Pumped, Stack, BUCKET,
 };
 use support::faults::{AwsCall, AwsFault, AwsFaultProxy, Fault, FaultProxy};
 use support::{list_users, start_scim2_server, ScimOptions, ScimServer};
@@ -39,6 +40,23 @@ impl Setup {
     fn cold_state(&self) -> State {
         self.stack.state_via(&self.sdk, &self.env)
     }
+
+    /// The next batch of the work queue, as the event source mapping would receive it.
+    async fn next_batch(&self) -> Vec<Message> {
+        let one_second = Duration::from_secs(1);
+        receive(
+            &self.stack.sdk,
+            &self.stack.queues.url,
+            one_second,
+            one_second,
+        )
+        .await
+    }
+
+    /// The SQS event for `batch`.
+    fn event(&self, batch: &[Message]) -> Value {
+        sqs_event(batch, &self.stack.queues.arn)
+    }
 }
 
 async fn setup(extra: &[(&'static str, &'static str)]) -> Setup {
@@ -62,24 +80,6 @@ async fn setup(extra: &[(&'static str, &'static str)]) -> Setup {
     }
 }
 
-async fn invoke(state: &State, event: Value, request_id: &str) -> Result<Value, HandlerError> {
-    handle(
-        state,
-        event,
-        &Invocation::new(request_id, Duration::from_secs(60)),
-    )
-    .await
-}
-
-fn failures(response: &Value) -> Vec<String> {
-    response["batchItemFailures"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no batchItemFailures: {response}"))
-        .iter()
-        .map(|f| f["itemIdentifier"].as_str().unwrap().to_string())
-        .collect()
-}
-
 fn producer(prefix: &str, n: usize) -> String {
     let users: Vec<Value> = (0..n)
         .map(|i| {
@@ -96,17 +96,12 @@ fn names(prefix: &str, n: usize) -> Vec<String> {
 
 /// Drives the work queue to empty through the function (the event source mapping).
 async fn drain(s: &Setup) -> Pumped {
-    let mut n = 0;
-    pump(
+    pump_in_process(
         &s.stack.sdk,
         &s.stack.queues,
+        &s.state,
         Duration::from_secs(1),
         Duration::from_secs(90),
-        |event| {
-            n += 1;
-            let (state, id) = (&s.state, format!("pump-{n}"));
-            async move { invoke(state, event, &id).await.map_err(|e| e.to_string()) }
-        },
     )
     .await
 }
@@ -169,18 +164,12 @@ async fn secret_fetch_failures_are_retried_by_the_sdk_or_through_the_queue_and_n
     s.aws.inject(secret.clone(), AwsFault::throttling(), 1);
     s.aws.inject(secret.clone(), AwsFault::Reset, 1);
     let a = send(&s.stack.sdk, url, &producer("a", 3)).await;
-    let batch = receive(
-        &s.stack.sdk,
-        url,
-        Duration::from_secs(1),
-        Duration::from_secs(1),
-    )
-    .await;
+    let batch = s.next_batch().await;
     assert_eq!(batch.len(), 1);
-    let response = invoke(&s.state, sqs_event(&batch, &s.stack.queues.arn), "short")
+    let response = invoke(&s.state, s.event(&batch), "short")
         .await
         .expect("the SDK retries a throttled or reset GetSecretValue");
-    assert!(failures(&response).is_empty(), "{response}");
+    assert!(batch_failures(&response).is_empty(), "{response}");
     assert_eq!(s.aws.faults_met(&secret), 2);
     assert_eq!(
         s.aws.hits(&secret),
@@ -199,18 +188,12 @@ async fn secret_fetch_failures_are_retried_by_the_sdk_or_through_the_queue_and_n
     s.aws
         .inject_always(secret.clone(), AwsFault::internal_error());
     let b = send(&s.stack.sdk, url, &producer("b", 3)).await;
-    let batch = receive(
-        &s.stack.sdk,
-        url,
-        Duration::from_secs(1),
-        Duration::from_secs(1),
-    )
-    .await;
+    let batch = s.next_batch().await;
     assert_eq!(batch[0].message_id(), Some(b.as_str()));
-    let response = invoke(&cold, sqs_event(&batch, &s.stack.queues.arn), "long-sqs")
+    let response = invoke(&cold, s.event(&batch), "long-sqs")
         .await
         .expect("handled: the work is re-enqueued");
-    assert!(failures(&response).is_empty(), "{response}");
+    assert!(batch_failures(&response).is_empty(), "{response}");
     support::aws::delete_all_but(&s.stack.sdk, url, &batch, &HashSet::new()).await;
     let (text_csv, valid) = csv(6);
     put_object(&s.stack.sdk, BUCKET, "incoming/secret.csv", text_csv).await;
@@ -280,22 +263,12 @@ async fn a_failed_re_enqueue_lists_the_message_for_redelivery_and_nothing_is_los
     s.aws
         .inject_always(send_batch.clone(), AwsFault::unavailable());
     let c = send(&s.stack.sdk, url, &producer("c", 3)).await;
-    let batch = receive(
-        &s.stack.sdk,
-        url,
-        Duration::from_secs(1),
-        Duration::from_secs(1),
-    )
-    .await;
-    let response = invoke(
-        &s.state,
-        sqs_event(&batch, &s.stack.queues.arn),
-        "requeue-fails",
-    )
-    .await
-    .expect("a partial batch response, not an error");
+    let batch = s.next_batch().await;
+    let response = invoke(&s.state, s.event(&batch), "requeue-fails")
+        .await
+        .expect("a partial batch response, not an error");
     assert_eq!(
-        failures(&response),
+        batch_failures(&response),
         vec![c.clone()],
         "the message whose work could not be re-enqueued is listed"
     );
@@ -317,21 +290,11 @@ async fn a_failed_re_enqueue_lists_the_message_for_redelivery_and_nothing_is_los
     s.scim_faults.inject("POST", "/Bulk", Fault::status(503));
     s.aws.inject(send_batch.clone(), AwsFault::throttling(), 2);
     let d = send(&s.stack.sdk, url, &producer("d", 3)).await;
-    let batch = receive(
-        &s.stack.sdk,
-        url,
-        Duration::from_secs(1),
-        Duration::from_secs(1),
-    )
-    .await;
-    let response = invoke(
-        &s.state,
-        sqs_event(&batch, &s.stack.queues.arn),
-        "throttled",
-    )
-    .await
-    .expect("handled");
-    assert!(failures(&response).is_empty(), "{response}");
+    let batch = s.next_batch().await;
+    let response = invoke(&s.state, s.event(&batch), "throttled")
+        .await
+        .expect("handled");
+    assert!(batch_failures(&response).is_empty(), "{response}");
     assert_eq!(s.aws.faults_met(&send_batch), 4 * SDK_ATTEMPTS + 2);
     support::aws::delete_all_but(&s.stack.sdk, url, &batch, &HashSet::new()).await;
     assert!(
@@ -347,28 +310,22 @@ async fn a_failed_re_enqueue_lists_the_message_for_redelivery_and_nothing_is_los
     let e = send(&s.stack.sdk, url, &producer("e", 3)).await;
     let batch = loop {
         // The queue also holds d's retry message: wait for e.
-        let got = receive(
-            &s.stack.sdk,
-            url,
-            Duration::from_secs(1),
-            Duration::from_secs(1),
-        )
-        .await;
+        let got = s.next_batch().await;
         if got.iter().any(|m| m.message_id() == Some(e.as_str())) {
             break got;
         }
         let none = HashSet::new();
-        let event = sqs_event(&got, &s.stack.queues.arn);
+        let event = s.event(&got);
         if !got.is_empty() {
             let response = invoke(&s.state, event, "d-retry").await.expect("handled");
-            assert!(failures(&response).is_empty());
+            assert!(batch_failures(&response).is_empty());
             support::aws::delete_all_but(&s.stack.sdk, url, &got, &none).await;
         }
     };
-    let response = invoke(&s.state, sqs_event(&batch, &s.stack.queues.arn), "reset")
+    let response = invoke(&s.state, s.event(&batch), "reset")
         .await
         .expect("handled");
-    assert!(failures(&response).is_empty(), "{response}");
+    assert!(batch_failures(&response).is_empty(), "{response}");
     support::aws::delete_all_but(&s.stack.sdk, url, &batch, &HashSet::new()).await;
     let pumped = drain(&s).await;
     assert!(
@@ -395,14 +352,8 @@ async fn a_hung_send_outlives_the_invocation_and_the_batch_comes_back() {
         1,
     );
     let f = send(&s.stack.sdk, url, &producer("f", 4)).await;
-    let batch = receive(
-        &s.stack.sdk,
-        url,
-        Duration::from_secs(1),
-        Duration::from_secs(1),
-    )
-    .await;
-    let run = invoke(&s.state, sqs_event(&batch, &s.stack.queues.arn), "killed");
+    let batch = s.next_batch().await;
+    let run = invoke(&s.state, s.event(&batch), "killed");
     assert!(
         tokio::time::timeout(Duration::from_secs(2), run)
             .await
@@ -505,21 +456,11 @@ async fn a_report_that_cannot_be_written_brings_the_work_back_until_it_is() {
     ]})
     .to_string();
     let g = send(&s.stack.sdk, url, &body).await;
-    let batch = receive(
-        &s.stack.sdk,
-        url,
-        Duration::from_secs(1),
-        Duration::from_secs(1),
-    )
-    .await;
-    let response = invoke(
-        &s.state,
-        sqs_event(&batch, &s.stack.queues.arn),
-        "sqs-report",
-    )
-    .await
-    .expect("a partial batch response");
-    assert_eq!(failures(&response), vec![g.clone()]);
+    let batch = s.next_batch().await;
+    let response = invoke(&s.state, s.event(&batch), "sqs-report")
+        .await
+        .expect("a partial batch response");
+    assert_eq!(batch_failures(&response), vec![g.clone()]);
     assert_eq!(s.aws.faults_met(&put_report), SDK_ATTEMPTS);
 
     // S3: the file's report cannot be written: the event fails, to be retried whole.

@@ -8,15 +8,14 @@ mod support;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::Instant;
 
 use proptest::prelude::*;
 use scim_bulk_provisioner::sources::{canonical_field, CsvSource, Field};
 use scim_bulk_provisioner::tenant::{Tenant, TenantConfig};
 use serde_json::{json, Value};
+use support::{run_cli, CliRun};
 
-const BIN: &str = env!("CARGO_BIN_EXE_scim-bulk-provisioner");
 const TOKEN: &str = "bad-input-csv-token-71c2";
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
@@ -55,20 +54,7 @@ impl Run {
 
 /// Runs the binary off the async runtime (which keeps serving the tenant meanwhile).
 async fn run_bin(args: Vec<String>, report: Option<PathBuf>) -> Run {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = tokio::task::spawn_blocking(move || {
-        Command::new(BIN)
-            .args(args)
-            .env_remove("SCIM_CREDENTIALS")
-            .env_remove("RUST_LOG")
-            .output()
-            .expect("run the binary")
-    })
-    .await
-    .expect("join");
+    let CliRun { code, out, err } = run_cli(args, Vec::new()).await;
     let report = report
         .and_then(|path| std::fs::read_to_string(path).ok())
         .map(|text| {
@@ -78,9 +64,9 @@ async fn run_bin(args: Vec<String>, report: Option<PathBuf>) -> Run {
         })
         .unwrap_or_default();
     Run {
-        code: status.code().unwrap_or(-1),
-        out: String::from_utf8_lossy(&stdout).into_owned(),
-        err: String::from_utf8_lossy(&stderr).into_owned(),
+        code,
+        out,
+        err,
         report,
     }
 }

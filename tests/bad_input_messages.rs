@@ -7,39 +7,17 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::Duration;
 
-use scim_bulk_provisioner::lambda::{handle, HandlerError, Invocation, State};
+use scim_bulk_provisioner::lambda::{HandlerError, State};
 use scim_bulk_provisioner::tenant::{Tenant, TenantConfig};
 use serde_json::{json, Value};
 use support::aws::{
-    bearer_secret, create_secret, pump, queue_depth, receive, report_lines, send, sqs_event,
-    start_stack, Stack, BUCKET,
+    batch_failures, bearer_secret, create_secret, invoke, pump_in_process, queue_depth, receive,
+    report_lines, send, sqs_event, start_stack, Stack, BUCKET,
 };
 use support::faults::{FaultProxy, TokenMode};
 use support::{find_user, list_users, start_scim2_server, ScimOptions, ScimServer};
-
-const BIN: &str = env!("CARGO_BIN_EXE_scim-bulk-provisioner");
-
-async fn invoke(state: &State, event: Value) -> Result<Value, HandlerError> {
-    handle(
-        state,
-        event,
-        &Invocation::new("req-bad-input", Duration::from_secs(60)),
-    )
-    .await
-}
-
-/// The message ids of a partial batch response.
-fn failures(response: &Value) -> BTreeSet<String> {
-    response["batchItemFailures"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no batchItemFailures: {response}"))
-        .iter()
-        .map(|f| f["itemIdentifier"].as_str().unwrap().to_string())
-        .collect()
-}
 
 /// An SQS event as Lambda's event source mapping builds it, with chosen message ids (so bodies
 /// larger than the queue itself accepts can be handed over too).
@@ -144,13 +122,15 @@ async fn unusable_bodies_fail_alone_and_the_rest_of_the_batch_goes() {
     ];
     let mut batch = bad.clone();
     batch.extend(good.iter().cloned());
-    let response = invoke(&state, event(&batch, &stack.queues.arn))
+    let response = invoke(&state, event(&batch, &stack.queues.arn), "req-bad-input")
         .await
         .expect("the batch is handled");
 
     let expected: BTreeSet<String> = bad.iter().map(|(id, _)| id.to_string()).collect();
     assert_eq!(
-        failures(&response),
+        batch_failures(&response)
+            .into_iter()
+            .collect::<BTreeSet<_>>(),
         expected,
         "exactly the unusable bodies fail"
     );
@@ -227,15 +207,12 @@ async fn poison_messages_end_in_the_dead_letter_queue_untouched() {
         &json!({"users": [person("good@example.com")]}).to_string(),
     )
     .await;
-    let pumped = pump(
+    let pumped = pump_in_process(
         &stack.sdk,
         &stack.queues,
+        &state,
         Duration::from_secs(1),
         Duration::from_secs(60),
-        |event| {
-            let state = &state;
-            async move { invoke(state, event).await.map_err(|e| e.to_string()) }
-        },
     )
     .await;
     assert!(pumped.errors.is_empty(), "{pumped:?}");
@@ -309,7 +286,7 @@ async fn a_malformed_secret_stops_the_invocation_naming_the_field_not_the_value(
             "m-1",
             json!({"users": [person("ada@example.com")]}).to_string(),
         )];
-        let err = invoke(&state, event(&batch, &stack.queues.arn))
+        let err = invoke(&state, event(&batch, &stack.queues.arn), "req-bad-input")
             .await
             .expect_err("a malformed secret stops the invocation");
         let text = err.to_string();
@@ -334,10 +311,10 @@ async fn a_missing_secret_sends_nothing_and_requeues_the_work_with_the_reason() 
         "m-1",
         json!({"users": [person("ada@example.com")]}).to_string(),
     )];
-    let response = invoke(&state, event(&batch, &stack.queues.arn))
+    let response = invoke(&state, event(&batch, &stack.queues.arn), "req-bad-input")
         .await
         .expect("handled: the work is re-enqueued");
-    assert!(failures(&response).is_empty(), "{response}");
+    assert!(batch_failures(&response).is_empty(), "{response}");
     assert!(list_users(&scim.base_url, &scim.token).await.is_empty());
     let requeued = receive(
         &stack.sdk,
@@ -401,10 +378,14 @@ async fn a_token_endpoint_answering_html_or_500_loses_nobody() {
         )
         .await;
         assert_eq!(messages.len(), 1);
-        let response = invoke(&state, sqs_event(&messages, &stack.queues.arn))
-            .await
-            .expect("handled");
-        assert!(failures(&response).is_empty(), "{mode:?}: {response}");
+        let response = invoke(
+            &state,
+            sqs_event(&messages, &stack.queues.arn),
+            "req-bad-input",
+        )
+        .await
+        .expect("handled");
+        assert!(batch_failures(&response).is_empty(), "{mode:?}: {response}");
         support::aws::delete_all_but(
             &stack.sdk,
             &stack.queues.url,
@@ -436,15 +417,12 @@ async fn a_token_endpoint_answering_html_or_500_loses_nobody() {
         assert_eq!(proxy.hits_for("POST", "/Bulk"), 0, "nothing was sent");
     }
     proxy.set_token_mode(TokenMode::Normal);
-    let pumped = pump(
+    let pumped = pump_in_process(
         &stack.sdk,
         &stack.queues,
+        &state,
         Duration::from_secs(2),
         Duration::from_secs(60),
-        |event| {
-            let state = &state;
-            async move { invoke(state, event).await.map_err(|e| e.to_string()) }
-        },
     )
     .await;
     assert!(
@@ -494,21 +472,9 @@ async fn the_cli_with_a_broken_token_endpoint_exits_2_naming_it() {
             credentials.display().to_string(),
         ];
         let started = std::time::Instant::now();
-        let out = tokio::task::spawn_blocking(move || {
-            Command::new(BIN)
-                .args(args)
-                .env_remove("SCIM_CREDENTIALS")
-                .env_remove("RUST_LOG")
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap();
-        let (stdout, stderr) = (
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-        );
-        assert_eq!(out.status.code(), Some(2), "{mode:?}: {stdout}\n{stderr}");
+        let run = support::run_cli(args.to_vec(), Vec::new()).await;
+        let (stdout, stderr) = (&run.out, &run.err);
+        assert_eq!(run.code, 2, "{mode:?}: {stdout}\n{stderr}");
         assert!(
             stderr.contains("the token endpoint is unavailable"),
             "{mode:?}: {stderr}"

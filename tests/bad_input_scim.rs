@@ -16,9 +16,11 @@ mod support;
 
 use std::time::Duration;
 
-use scim_bulk_provisioner::lambda::{handle, HandlerError, Invocation, State};
+use scim_bulk_provisioner::lambda::State;
 use serde_json::{json, Value};
-use support::aws::{bearer_secret, pump, report_lines, send, start_stack, Pumped, Stack, BUCKET};
+use support::aws::{
+    bearer_secret, pump_in_process, report_lines, send, start_stack, Pumped, Stack, BUCKET,
+};
 use support::faults::{Fault, FaultProxy};
 use support::{list_users, start_scim2_server, ScimOptions, ScimServer};
 
@@ -47,15 +49,6 @@ async fn peer(options: ScimOptions) -> Peer {
     }
 }
 
-async fn invoke(state: &State, event: Value) -> Result<Value, HandlerError> {
-    handle(
-        state,
-        event,
-        &Invocation::new("req-bad-scim", Duration::from_secs(60)),
-    )
-    .await
-}
-
 fn email(name: &str) -> String {
     format!("{name}@example.com")
 }
@@ -76,13 +69,12 @@ impl Peer {
             &json!({ "users": users }).to_string(),
         )
         .await;
-        let state = &self.state;
-        pump(
+        pump_in_process(
             &self.stack.sdk,
             &self.stack.queues,
+            &self.state,
             Duration::from_secs(2),
             Duration::from_secs(90),
-            |event| async move { invoke(state, event).await.map_err(|e| e.to_string()) },
         )
         .await
     }

@@ -23,8 +23,8 @@ use rand::{Rng as _, SeedableRng};
 use scim_bulk_provisioner::lambda::{handle, Invocation, State};
 use serde_json::{json, Value};
 use support::aws::{
-    create_queues, put_object, queue_depth, receive, report_lines, s3_put_event, send, sqs_event,
-    start_stack, Queues, Stack, BUCKET,
+    batch_failures, create_queues, put_object, queue_depth, receive, report_lines, s3_put_event,
+    send, sqs_event, start_stack, Queues, Stack, BUCKET,
 };
 use support::faults::{Fault, FaultProxy};
 use support::{http_client, list_users, start_scim2_server, ScimOptions};
@@ -361,17 +361,7 @@ fn kept(outcome: &Option<Result<Value, String>>, batch: &[Message]) -> HashSet<S
     };
     match outcome {
         None | Some(Err(_)) => all(),
-        Some(Ok(response)) => response["batchItemFailures"]
-            .as_array()
-            .unwrap_or_else(|| panic!("no batchItemFailures in {response}"))
-            .iter()
-            .map(|f| {
-                f["itemIdentifier"]
-                    .as_str()
-                    .expect("itemIdentifier")
-                    .to_string()
-            })
-            .collect(),
+        Some(Ok(response)) => batch_failures(response).into_iter().collect(),
     }
 }
 

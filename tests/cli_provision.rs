@@ -4,12 +4,10 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use scim_bulk_provisioner::tenant::{Tenant, TenantConfig};
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_scim-bulk-provisioner");
 const TOKEN: &str = "cli-test-token-5b1f";
 
 const CSV: &str = "\
@@ -67,26 +65,8 @@ async fn setup(csv: &str) -> Setup {
 
 /// Runs the binary off the async runtime, which keeps serving the tenant meanwhile.
 async fn run(args: Vec<String>, env: Vec<(&'static str, String)>) -> (i32, String, String) {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = tokio::task::spawn_blocking(move || {
-        Command::new(BIN)
-            .args(args)
-            .env_remove("SCIM_CREDENTIALS")
-            .env_remove("RUST_LOG")
-            .envs(env)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    (
-        status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&stdout).into_owned(),
-        String::from_utf8_lossy(&stderr).into_owned(),
-    )
+    let run = support::run_cli(args, env).await;
+    (run.code, run.out, run.err)
 }
 
 fn args(items: &[&str], paths: &[&Path]) -> Vec<String> {

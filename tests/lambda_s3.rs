@@ -7,10 +7,11 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use scim_bulk_provisioner::lambda::{handle, HandlerError, Invocation, State};
+use scim_bulk_provisioner::lambda::State;
 use serde_json::{json, Value};
 use support::aws::{
-    bearer_secret, pump, put_object, report_lines, s3_put_event, start_stack, Stack, BUCKET,
+    bearer_secret, invoke, pump_in_process, put_object, report_lines, s3_put_event, start_stack,
+    Stack, BUCKET,
 };
 use support::faults::{Fault, FaultProxy};
 use support::{create_user, list_users, start_scim2_server, ScimOptions};
@@ -255,16 +256,6 @@ async fn check_outcome(
     assert!(failed.is_empty(), "nothing may fail for good: {failed:#?}");
 }
 
-/// Invokes the function in process with a minute left.
-async fn invoke(state: &State, event: Value, request_id: &str) -> Result<Value, HandlerError> {
-    handle(
-        state,
-        event,
-        &Invocation::new(request_id, Duration::from_secs(60)),
-    )
-    .await
-}
-
 /// Uploads the export, sends the S3 event, then drains the work queue through the function.
 async fn provision_file(
     stack: &Stack,
@@ -287,21 +278,12 @@ async fn provision_file(
     )
     .await
     .expect("S3 invocation");
-    let mut n = 0;
-    let pumped = pump(
+    let pumped = pump_in_process(
         &stack.sdk,
         &stack.queues,
+        state,
         Duration::from_secs(2),
         Duration::from_secs(90),
-        |event| {
-            n += 1;
-            let request_id = format!("sqs-req-{n}");
-            async move {
-                invoke(state, event, &request_id)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-        },
     )
     .await;
     assert!(pumped.errors.is_empty(), "{pumped:?}");

@@ -6,31 +6,14 @@ mod support;
 use std::time::Duration;
 
 use scim_bulk_provisioner::aws::sqs::RetryMessage;
-use scim_bulk_provisioner::lambda::{handle, HandlerError, Invocation, State};
+use scim_bulk_provisioner::lambda::HandlerError;
 use serde_json::{json, Value};
 use support::aws::{
-    bearer_secret, pump, receive, report_lines, send, sqs_event, start_stack, BUCKET,
+    batch_failures, bearer_secret, invoke, pump_in_process, receive, report_lines, send, sqs_event,
+    start_stack, BUCKET,
 };
 use support::faults::{Fault, FaultProxy};
 use support::{find_user, list_users, start_scim2_server, ScimOptions};
-
-async fn invoke(state: &State, event: Value) -> Result<Value, HandlerError> {
-    handle(
-        state,
-        event,
-        &Invocation::new("req-1", Duration::from_secs(60)),
-    )
-    .await
-}
-
-fn failures(response: &Value) -> Vec<String> {
-    response["batchItemFailures"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no batchItemFailures: {response}"))
-        .iter()
-        .map(|f| f["itemIdentifier"].as_str().unwrap().to_string())
-        .collect()
-}
 
 fn producer(users: Value) -> String {
     json!({ "users": users }).to_string()
@@ -79,10 +62,10 @@ async fn a_batch_runs_in_one_cycle_and_only_unusable_messages_fail() {
     )
     .await;
     assert_eq!(messages.len(), 4, "moto delivers the whole batch");
-    let response = invoke(&state, sqs_event(&messages, &stack.queues.arn))
+    let response = invoke(&state, sqs_event(&messages, &stack.queues.arn), "req-1")
         .await
         .expect("handled");
-    let mut failed = failures(&response);
+    let mut failed = batch_failures(&response);
     failed.sort();
     let mut expected = vec![garbage.clone(), future.clone()];
     expected.sort();
@@ -135,15 +118,12 @@ async fn producer_messages_survive_faults_through_the_queue() {
     proxy.inject_times("POST", "/Bulk", Fault::status(503), 3);
     proxy.inject("POST", "/Bulk", Fault::throttled("1"));
     proxy.inject("POST", "/Bulk", Fault::AppliedButFailed);
-    let pumped = pump(
+    let pumped = pump_in_process(
         &stack.sdk,
         &stack.queues,
+        &state,
         Duration::from_secs(2),
         Duration::from_secs(60),
-        |event| {
-            let state = &state;
-            async move { invoke(state, event).await.map_err(|e| e.to_string()) }
-        },
     )
     .await;
     assert!(
@@ -191,7 +171,7 @@ async fn a_secret_missing_a_field_is_a_clear_error() {
     )
     .await;
     assert_eq!(messages[0].message_id(), Some(id.as_str()));
-    let err = invoke(&state, sqs_event(&messages, &stack.queues.arn))
+    let err = invoke(&state, sqs_event(&messages, &stack.queues.arn), "req-1")
         .await
         .unwrap_err();
     let text = err.to_string();
@@ -208,7 +188,7 @@ async fn an_unknown_event_names_its_top_level_keys_only() {
     // No AWS call is made before the event is recognised: no moto needed.
     let state = support::aws::offline_state();
     let event = json!({"hello": "secret@example.com", "items": [1, 2]});
-    let err = invoke(&state, event).await.unwrap_err();
+    let err = invoke(&state, event, "req-1").await.unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, HandlerError::UnknownEvent(_)), "{text}");
     assert!(text.contains("[hello, items]"), "{text}");

@@ -12,6 +12,32 @@ use aws_sdk_sqs::types::{
 };
 use serde_json::{json, Value};
 
+/// Runs the function's handler in process as one invocation with a minute left.
+pub async fn invoke(
+    state: &scim_bulk_provisioner::lambda::State,
+    event: Value,
+    request_id: &str,
+) -> Result<Value, scim_bulk_provisioner::lambda::HandlerError> {
+    let invocation =
+        scim_bulk_provisioner::lambda::Invocation::new(request_id, Duration::from_secs(60));
+    scim_bulk_provisioner::lambda::handle(state, event, &invocation).await
+}
+
+/// The message ids a partial batch response (`batchItemFailures`) lists, in its order.
+pub fn batch_failures(response: &Value) -> Vec<String> {
+    response["batchItemFailures"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no batchItemFailures in {response}"))
+        .iter()
+        .map(|f| {
+            f["itemIdentifier"]
+                .as_str()
+                .expect("itemIdentifier")
+                .to_string()
+        })
+        .collect()
+}
+
 /// An SDK configuration for moto: its endpoint, region us-east-1, dummy credentials.
 pub async fn sdk_config(moto: &super::Moto) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
@@ -322,17 +348,7 @@ where
         );
         let failed: HashSet<String> = match invoke(sqs_event(&messages, &queues.arn)).await {
             Ok(response) => {
-                let ids: Vec<String> = response["batchItemFailures"]
-                    .as_array()
-                    .unwrap_or_else(|| panic!("no batchItemFailures in {response}"))
-                    .iter()
-                    .map(|f| {
-                        f["itemIdentifier"]
-                            .as_str()
-                            .expect("itemIdentifier")
-                            .to_string()
-                    })
-                    .collect();
+                let ids = batch_failures(&response);
                 pumped.failures.extend(ids.iter().cloned());
                 ids.into_iter().collect()
             }
@@ -346,6 +362,27 @@ where
         };
         delete_all_but(sdk, &queues.url, &messages, &failed).await;
     }
+}
+
+/// [`pump`] with the function's handler run in process on `state`; request ids `pump-1`, ...
+pub async fn pump_in_process(
+    sdk: &SdkConfig,
+    queues: &Queues,
+    state: &scim_bulk_provisioner::lambda::State,
+    visibility: Duration,
+    limit: Duration,
+) -> Pumped {
+    let mut n = 0;
+    pump(sdk, queues, visibility, limit, |event| {
+        n += 1;
+        let request_id = format!("pump-{n}");
+        async move {
+            invoke(state, event, &request_id)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await
 }
 
 /// Deletes the messages of a batch except those in `keep`, as the event source mapping does

@@ -42,11 +42,10 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use axum::Router;
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
 
 #[allow(unused_imports)] // not every test file uses the AWS side
 pub use aws_proxy::{AwsCall, AwsFault, AwsFaultProxy, AwsSeen};
-use reset::{Conn, KillableListener};
+use reset::{Conn, ServerThread};
 use tokens::{issue, token_endpoint};
 pub use tokens::{TokenConfig, TokenMode};
 
@@ -191,60 +190,32 @@ pub struct FaultProxy {
     /// "http://127.0.0.1:PORT": the SCIM base URL to give the code under test.
     pub url: String,
     shared: Arc<Shared>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: ServerThread,
 }
 
 impl FaultProxy {
     /// Starts a proxy to `upstream` (a base URL) whose static bearer token is `upstream_token`.
     pub fn start(upstream: &str, upstream_token: &str) -> FaultProxy {
-        let std_listener =
-            std::net::TcpListener::bind(("127.0.0.1", 0)).expect("fault proxy: cannot bind");
-        std_listener
-            .set_nonblocking(true)
-            .expect("fault proxy: set_nonblocking");
-        let url = format!("http://{}", std_listener.local_addr().expect("local addr"));
-        let shared = Arc::new(Shared {
-            url: url.clone(),
-            upstream: upstream.trim_end_matches('/').to_string(),
-            upstream_token: upstream_token.to_string(),
-            client: reqwest::Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .expect("fault proxy: reqwest client"),
-            state: Mutex::default(),
-        });
-        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
-        let app = Router::new()
-            .fallback(handle)
-            .with_state(shared.clone())
-            .into_make_service_with_connect_info::<Conn>();
-        let thread = std::thread::Builder::new()
-            .name("fault-proxy".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
+        let mut shared = None;
+        let (url, server) = ServerThread::start("fault-proxy", |url| {
+            let state = Arc::new(Shared {
+                url: url.to_string(),
+                upstream: upstream.trim_end_matches('/').to_string(),
+                upstream_token: upstream_token.to_string(),
+                client: reqwest::Client::builder()
+                    .no_proxy()
+                    .timeout(Duration::from_secs(30))
                     .build()
-                    .expect("fault proxy: runtime");
-                runtime.block_on(async move {
-                    let listener = KillableListener(
-                        TcpListener::from_std(std_listener).expect("fault proxy: listener"),
-                    );
-                    tokio::select! {
-                        result = axum::serve(listener, app) => {
-                            if let Err(e) = result { eprintln!("fault proxy stopped: {e}") }
-                        }
-                        _ = stopped => {}
-                    }
-                });
-            })
-            .expect("fault proxy: thread");
+                    .expect("fault proxy: reqwest client"),
+                state: Mutex::default(),
+            });
+            shared = Some(Arc::clone(&state));
+            Router::new().fallback(handle).with_state(state)
+        });
         FaultProxy {
             url,
-            shared,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
+            shared: shared.expect("the app was built"),
+            _server: server,
         }
     }
 
@@ -364,17 +335,6 @@ impl FaultProxy {
     /// Issues a token without going through an endpoint (counts as issued).
     pub fn issue_token(&self) -> String {
         issue(&mut self.shared.state(), &self.url, "direct")
-    }
-}
-
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

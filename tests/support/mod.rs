@@ -21,6 +21,39 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+/// What a run of the project's binary as a command-line tool printed.
+#[derive(Debug)]
+pub struct CliRun {
+    /// Exit code (-1 when killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub out: String,
+    /// Standard error.
+    pub err: String,
+}
+
+/// Runs the project's binary as a command-line tool with `args`, without the test's own
+/// `SCIM_CREDENTIALS` and `RUST_LOG` but with `env`, off the async runtime (which keeps serving
+/// an in-process tenant meanwhile).
+pub async fn run_cli(args: Vec<String>, env: Vec<(&'static str, String)>) -> CliRun {
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_scim-bulk-provisioner"))
+            .args(args)
+            .env_remove("SCIM_CREDENTIALS")
+            .env_remove("RUST_LOG")
+            .envs(env)
+            .output()
+            .expect("run the binary")
+    })
+    .await
+    .expect("join the CLI run");
+    CliRun {
+        code: out.status.code().unwrap_or(-1),
+        out: String::from_utf8_lossy(&out.stdout).into_owned(),
+        err: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 /// How long a peer may take to answer after it was spawned.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 

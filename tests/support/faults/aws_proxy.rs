@@ -23,10 +23,9 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use axum::Router;
-use tokio::net::TcpListener;
 
 use super::is_hop_header;
-use super::reset::{Conn, KillableListener};
+use super::reset::{Conn, ServerThread};
 
 /// Which AWS calls a fault applies to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -206,19 +205,12 @@ pub struct AwsFaultProxy {
     /// "http://127.0.0.1:PORT": the endpoint to give the function's AWS SDK.
     pub url: String,
     shared: Arc<Shared>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: ServerThread,
 }
 
 impl AwsFaultProxy {
     /// Starts a proxy to `upstream` (moto's endpoint), on a thread and runtime of its own.
     pub fn start(upstream: &str) -> AwsFaultProxy {
-        let std_listener =
-            std::net::TcpListener::bind(("127.0.0.1", 0)).expect("AWS fault proxy: cannot bind");
-        std_listener
-            .set_nonblocking(true)
-            .expect("AWS fault proxy: set_nonblocking");
-        let url = format!("http://{}", std_listener.local_addr().expect("local addr"));
         let shared = Arc::new(Shared {
             upstream: upstream.trim_end_matches('/').to_string(),
             client: reqwest::Client::builder()
@@ -229,36 +221,14 @@ impl AwsFaultProxy {
                 .expect("AWS fault proxy: reqwest client"),
             state: Mutex::default(),
         });
-        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = Router::new()
             .fallback(handle)
-            .with_state(shared.clone())
-            .into_make_service_with_connect_info::<Conn>();
-        let thread = std::thread::Builder::new()
-            .name("aws-fault-proxy".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("AWS fault proxy: runtime");
-                runtime.block_on(async move {
-                    let listener = KillableListener(
-                        TcpListener::from_std(std_listener).expect("AWS fault proxy: listener"),
-                    );
-                    tokio::select! {
-                        result = axum::serve(listener, app) => {
-                            if let Err(e) = result { eprintln!("AWS fault proxy stopped: {e}") }
-                        }
-                        _ = stopped => {}
-                    }
-                });
-            })
-            .expect("AWS fault proxy: thread");
+            .with_state(Arc::clone(&shared));
+        let (url, server) = ServerThread::start("aws-fault-proxy", |_| app);
         AwsFaultProxy {
             url,
             shared,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -325,17 +295,6 @@ impl AwsFaultProxy {
 
     pub fn clear_log(&self) {
         self.shared.state().log.clear();
-    }
-}
-
-impl Drop for AwsFaultProxy {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

@@ -129,3 +129,66 @@ impl AsyncWrite for KillableStream {
         Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
+
+/// An axum app served on a free port of 127.0.0.1 with resettable connections ([`Conn`]), on a
+/// thread and runtime of its own so that it keeps answering while a test blocks its runtime;
+/// it stops when dropped.
+pub(super) struct ServerThread {
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServerThread {
+    /// Binds a port, builds the app with its "http://127.0.0.1:PORT" URL, and serves it.
+    pub(super) fn start(
+        name: &str,
+        app: impl FnOnce(&str) -> axum::Router,
+    ) -> (String, ServerThread) {
+        let std_listener = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .unwrap_or_else(|e| panic!("{name}: cannot bind: {e}"));
+        std_listener
+            .set_nonblocking(true)
+            .unwrap_or_else(|e| panic!("{name}: set_nonblocking: {e}"));
+        let url = format!("http://{}", std_listener.local_addr().expect("local addr"));
+        let app = app(&url).into_make_service_with_connect_info::<Conn>();
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        let owned_name = name.to_string();
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap_or_else(|e| panic!("{owned_name}: runtime: {e}"));
+                runtime.block_on(async move {
+                    let listener = KillableListener(
+                        TcpListener::from_std(std_listener)
+                            .unwrap_or_else(|e| panic!("{owned_name}: listener: {e}")),
+                    );
+                    tokio::select! {
+                        result = axum::serve(listener, app) => {
+                            if let Err(e) = result { eprintln!("{owned_name} stopped: {e}") }
+                        }
+                        _ = stopped => {}
+                    }
+                });
+            })
+            .unwrap_or_else(|e| panic!("{name}: thread: {e}"));
+        let server = ServerThread {
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        };
+        (url, server)
+    }
+}
+
+impl Drop for ServerThread {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
