@@ -28,18 +28,15 @@
 mod common;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{arg_value, median, user};
+use common::{arg_value, engine_for, median, runtime, user, TOKEN};
 use scim_bulk_provisioner::cli::DelayQueue;
 use scim_bulk_provisioner::engine::{Engine, EngineConfig};
 use scim_bulk_provisioner::operation::Operation;
 use scim_bulk_provisioner::pipeline::{self, Summary};
-use scim_bulk_provisioner::scim::credentials::{Credentials, StaticCredentials};
 use scim_bulk_provisioner::tenant::{FaultProfile, Tenant, TenantConfig, TenantStats};
 
-const TOKEN: &str = "bench-token";
 const MAX_OPERATIONS: usize = 50;
 /// Operations per cycle at most, and each cycle's deadline.
 const BATCH: usize = 500;
@@ -102,14 +99,11 @@ async fn tenant(faults: Option<FaultProfile>, seed: u64) -> Tenant {
 }
 
 fn engine(tenant: &Tenant, adaptive: bool) -> Engine {
-    let json =
-        serde_json::json!({"base_url": tenant.base_url(), "auth_type": "bearer", "token": TOKEN});
-    let credentials = Credentials::from_json(&json.to_string()).expect("credentials");
     let config = EngineConfig {
         adaptive_pacing: adaptive,
         ..EngineConfig::default()
     };
-    Engine::new(config, Arc::new(StaticCredentials(credentials))).expect("engine")
+    engine_for(tenant, config)
 }
 
 /// The next batch, as the SQS poller hands it over: waits (unbilled) for the first visible
@@ -260,14 +254,6 @@ async fn run(
         Client::EngineAdaptive => run_engine(users, faults, seed, true).await,
         Client::Naive => run_naive(users, faults, seed, sleep_scale).await,
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
 }
 
 /// Counts only: every user created exactly once by every client, faults met.

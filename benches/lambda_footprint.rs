@@ -444,7 +444,7 @@ async fn bench(runs: usize, rows: usize) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let value = |name: &str, default: u64| common::arg_value(&args, name, default) as usize;
-    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let runtime = common::runtime();
     if args.iter().any(|a| a == "--bench") {
         runtime.block_on(bench(value("--runs", 20), value("--rows", 100_000)));
     } else {

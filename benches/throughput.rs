@@ -20,18 +20,15 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{arg_value, median, user};
+use common::{arg_value, engine_for, median, runtime, user, TOKEN};
 use scim_bulk_provisioner::cli::DelayQueue;
 use scim_bulk_provisioner::engine::{Engine, EngineConfig};
 use scim_bulk_provisioner::operation::Operation;
 use scim_bulk_provisioner::pipeline::{self, Summary};
-use scim_bulk_provisioner::scim::credentials::{Credentials, StaticCredentials};
 use scim_bulk_provisioner::tenant::{Tenant, TenantConfig, TenantStats};
 
-const TOKEN: &str = "bench-token";
 const RATE: f64 = 10.0;
 const MAX_OPERATIONS: usize = 50;
 const CEILING: f64 = RATE * MAX_OPERATIONS as f64;
@@ -78,9 +75,6 @@ async fn start(pacing: Pacing) -> (Tenant, Engine) {
     })
     .await
     .expect("tenant");
-    let json =
-        serde_json::json!({"base_url": tenant.base_url(), "auth_type": "bearer", "token": TOKEN});
-    let credentials = Credentials::from_json(&json.to_string()).expect("credentials");
     let config = EngineConfig {
         requests_per_minute: match pacing {
             Pacing::Known => Some((RATE * 60.0) as u32),
@@ -89,7 +83,7 @@ async fn start(pacing: Pacing) -> (Tenant, Engine) {
         adaptive_pacing: true,
         ..EngineConfig::default()
     };
-    let engine = Engine::new(config, Arc::new(StaticCredentials(credentials))).expect("engine");
+    let engine = engine_for(&tenant, config);
     (tenant, engine)
 }
 
@@ -145,14 +139,6 @@ async fn run(pacing: Pacing, users: usize, run_for: Duration, warmup: Duration, 
     };
     tenant.shutdown().await;
     run
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
 }
 
 /// Counts only: every user created, no 429 with the known limit, 429s met and pacing learnt

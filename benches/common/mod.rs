@@ -40,3 +40,31 @@ pub fn user(tag: &str, i: usize) -> scim_bulk_provisioner::user::User {
     });
     serde_json::from_value(doc).expect("a valid user")
 }
+
+/// The bearer token of the benches' embedded tenants.
+pub const TOKEN: &str = "bench-token";
+
+/// An engine with `config` that provisions into `tenant` (bearer [`TOKEN`]).
+pub fn engine_for(
+    tenant: &scim_bulk_provisioner::tenant::Tenant,
+    config: scim_bulk_provisioner::engine::EngineConfig,
+) -> scim_bulk_provisioner::engine::Engine {
+    use scim_bulk_provisioner::scim::credentials::{Credentials, StaticCredentials};
+    let json =
+        serde_json::json!({"base_url": tenant.base_url(), "auth_type": "bearer", "token": TOKEN});
+    let credentials = Credentials::from_json(&json.to_string()).expect("credentials");
+    scim_bulk_provisioner::engine::Engine::new(
+        config,
+        std::sync::Arc::new(StaticCredentials(credentials)),
+    )
+    .expect("engine")
+}
+
+/// A two-worker tokio runtime for a bench's async work.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
