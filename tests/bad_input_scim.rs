@@ -266,3 +266,30 @@ async fn a_post_answered_200_with_an_error_body_is_not_taken_as_created() {
         "no bulk on this server"
     );
 }
+
+/// Without Bulk: the update (PUT) of an existing user answered "200" with a SCIM Error document
+/// whose status is 503 did not update anyone, so it must not be counted as updated: it is retried
+/// and the user ends up with the new attributes.
+#[tokio::test]
+async fn an_update_answered_200_with_an_error_body_is_not_taken_as_updated() {
+    let p = peer(ScimOptions {
+        bulk_supported: false,
+        ..ScimOptions::default()
+    })
+    .await;
+    let existing = support::create_user(&p.scim.base_url, &p.scim.token, &email("stale")).await;
+    let id = existing["id"].as_str().expect("the created user's id");
+    let error = json!({"schemas": [ERROR_SCHEMA], "status": "503",
+                       "detail": "service temporarily unavailable"});
+    p.proxy
+        .inject("PUT", &format!("/Users/{id}"), answer_200(error));
+    let names = ["stale"];
+    let pumped = p.provision(&names).await;
+    let report = p.check(&names, &pumped).await;
+    assert!(report.is_empty(), "{report:#?}");
+    assert_eq!(p.proxy.pending_faults(), 0, "the lying answer was met");
+    assert!(
+        pumped.invocations >= 2,
+        "retried through the queue: {pumped:?}"
+    );
+}
