@@ -18,6 +18,7 @@
 
 mod common;
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -240,7 +241,7 @@ fn transform(path: &Path, stage: Stage) -> Counts {
                 window.push(SubOp {
                     key: window.len(),
                     verb: Verb::Post,
-                    path: "/Users".into(),
+                    path: Cow::Borrowed("/Users"),
                     data: user.to_document(None),
                 });
                 if window.len() == WINDOW {

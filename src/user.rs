@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::scim::json;
 use crate::scim::request::Document;
 
 /// SCIM core User schema URN.
@@ -75,42 +76,9 @@ impl User {
     }
 
     fn scim_json(&self, id: Option<&str>, with_schemas: bool) -> Vec<u8> {
-        let enterprise =
-            (self.employee_number.is_some() || self.department.is_some()).then_some(Enterprise {
-                employee_number: self.employee_number.as_deref(),
-                department: self.department.as_deref(),
-            });
-        let schemas: &[&str] = match (with_schemas, enterprise.is_some()) {
-            (false, _) => &[],
-            (true, false) => &[USER_SCHEMA],
-            (true, true) => &[USER_SCHEMA, ENTERPRISE_SCHEMA],
-        };
-        let doc = ScimUser {
-            schemas,
-            id,
-            user_name: &self.user_name,
-            name: Name {
-                given_name: &self.first_name,
-                family_name: &self.last_name,
-            },
-            emails: [Email {
-                value: &self.email,
-                kind: "work",
-                primary: true,
-            }],
-            active: self.active,
-            display_name: self.display_name.as_deref(),
-            external_id: self.external_id.as_deref(),
-            title: self.title.as_deref(),
-            phone_numbers: self.phone.as_deref().map(|value| {
-                [Phone {
-                    value,
-                    kind: "work",
-                }]
-            }),
-            enterprise,
-        };
-        // Sized once for the fixed text (schemas, keys) plus the values, so it never regrows.
+        let enterprise = self.employee_number.is_some() || self.department.is_some();
+        // Sized once for the fixed text (schemas, keys) plus the values, so it never regrows
+        // unless a value needs escaping.
         let values = [
             &self.user_name,
             &self.email,
@@ -133,69 +101,70 @@ impl User {
         )
         .sum::<usize>();
         let mut out = Vec::with_capacity(448 + id.map_or(0, str::len) + values + values / 8);
-        // Impossible to fail: the document holds only strings and booleans, no maps with
-        // non-string keys and no custom Serialize impl that could return an error.
-        serde_json::to_writer(&mut out, &doc).expect("a SCIM user always serializes");
+        // Written by hand rather than through a derived Serialize: the keys are fixed text,
+        // and serde_json escapes every key and value byte by byte (most of the time it took).
+        out.push(b'{');
+        if with_schemas {
+            out.extend_from_slice(br#""schemas":[""#);
+            out.extend_from_slice(USER_SCHEMA.as_bytes());
+            if enterprise {
+                out.extend_from_slice(br#"",""#);
+                out.extend_from_slice(ENTERPRISE_SCHEMA.as_bytes());
+            }
+            out.extend_from_slice(br#""],"#);
+        }
+        if let Some(id) = id {
+            out.extend_from_slice(br#""id":"#);
+            json::push_str(&mut out, id);
+            out.push(b',');
+        }
+        out.extend_from_slice(br#""userName":"#);
+        json::push_str(&mut out, &self.user_name);
+        out.extend_from_slice(br#","name":{"givenName":"#);
+        json::push_str(&mut out, &self.first_name);
+        out.extend_from_slice(br#","familyName":"#);
+        json::push_str(&mut out, &self.last_name);
+        out.extend_from_slice(br#"},"emails":[{"value":"#);
+        json::push_str(&mut out, &self.email);
+        out.extend_from_slice(br#","type":"work","primary":true}],"active":"#);
+        out.extend_from_slice(if self.active { b"true" } else { b"false" });
+        let optional = |out: &mut Vec<u8>, key: &[u8], value: &Option<String>| {
+            if let Some(value) = value {
+                out.extend_from_slice(key);
+                json::push_str(out, value);
+            }
+        };
+        optional(&mut out, br#","displayName":"#, &self.display_name);
+        optional(&mut out, br#","externalId":"#, &self.external_id);
+        optional(&mut out, br#","title":"#, &self.title);
+        if let Some(phone) = &self.phone {
+            out.extend_from_slice(br#","phoneNumbers":[{"value":"#);
+            json::push_str(&mut out, phone);
+            out.extend_from_slice(br#","type":"work"}]"#);
+        }
+        if enterprise {
+            out.extend_from_slice(br#",""#);
+            out.extend_from_slice(ENTERPRISE_SCHEMA.as_bytes());
+            out.extend_from_slice(br#"":{"#);
+            let mut first = true;
+            for (key, value) in [
+                (&br#""employeeNumber":"#[..], &self.employee_number),
+                (&br#""department":"#[..], &self.department),
+            ] {
+                if let Some(value) = value {
+                    if !first {
+                        out.push(b',');
+                    }
+                    first = false;
+                    out.extend_from_slice(key);
+                    json::push_str(&mut out, value);
+                }
+            }
+            out.push(b'}');
+        }
+        out.push(b'}');
         out
     }
-}
-
-/// The SCIM User document, borrowed from a [`User`] and serialized in one pass (no JSON tree).
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ScimUser<'a> {
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    schemas: &'a [&'a str],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<&'a str>,
-    user_name: &'a str,
-    name: Name<'a>,
-    emails: [Email<'a>; 1],
-    active: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    display_name: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    external_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    title: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    phone_numbers: Option<[Phone<'a>; 1]>,
-    #[serde(
-        rename = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
-        skip_serializing_if = "Option::is_none"
-    )]
-    enterprise: Option<Enterprise<'a>>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Name<'a> {
-    given_name: &'a str,
-    family_name: &'a str,
-}
-
-#[derive(Serialize)]
-struct Email<'a> {
-    value: &'a str,
-    #[serde(rename = "type")]
-    kind: &'a str,
-    primary: bool,
-}
-
-#[derive(Serialize)]
-struct Phone<'a> {
-    value: &'a str,
-    #[serde(rename = "type")]
-    kind: &'a str,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Enterprise<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    employee_number: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    department: Option<&'a str>,
 }
 
 /// Folds a userName for case-insensitive comparison and de-duplication.
@@ -268,6 +237,69 @@ mod tests {
             sample("x@example.com").to_scim()["schemas"],
             serde_json::json!([USER_SCHEMA])
         );
+    }
+
+    proptest::proptest! {
+        /// The hand-written document is the JSON of every field, whatever the text holds.
+        #[test]
+        fn document_is_the_json_of_every_field(
+            text in proptest::collection::vec(proptest::prelude::any::<String>(), 11),
+            present in proptest::prelude::any::<[bool; 6]>(),
+            active in proptest::prelude::any::<bool>(),
+            with_id in proptest::prelude::any::<bool>(),
+        ) {
+            let opt = |i: usize| present[i].then(|| text[i + 4].clone());
+            let u = User {
+                user_name: text[0].clone(),
+                email: text[1].clone(),
+                first_name: text[2].clone(),
+                last_name: text[3].clone(),
+                active,
+                display_name: opt(0),
+                external_id: opt(1),
+                title: opt(2),
+                department: opt(3),
+                employee_number: opt(4),
+                phone: opt(5),
+            };
+            let id = with_id.then_some(text[10].as_str());
+            let mut expected = serde_json::json!({
+                "userName": u.user_name,
+                "name": {"givenName": u.first_name, "familyName": u.last_name},
+                "emails": [{"value": u.email, "type": "work", "primary": true}],
+                "active": active,
+            });
+            let mut schemas = vec![USER_SCHEMA];
+            let mut enterprise = serde_json::Map::new();
+            for (key, value) in [
+                ("displayName", &u.display_name),
+                ("externalId", &u.external_id),
+                ("title", &u.title),
+            ] {
+                if let Some(v) = value {
+                    expected[key] = v.as_str().into();
+                }
+            }
+            if let Some(phone) = &u.phone {
+                expected["phoneNumbers"] = serde_json::json!([{"value": phone, "type": "work"}]);
+            }
+            for (key, value) in [("employeeNumber", &u.employee_number), ("department", &u.department)] {
+                if let Some(v) = value {
+                    enterprise.insert(key.into(), v.as_str().into());
+                }
+            }
+            if !enterprise.is_empty() {
+                schemas.push(ENTERPRISE_SCHEMA);
+                expected[ENTERPRISE_SCHEMA] = enterprise.into();
+            }
+            let attributes = u.attributes_document().to_value();
+            proptest::prop_assert_eq!(&attributes, &expected);
+            expected["schemas"] = serde_json::json!(schemas);
+            if let Some(id) = id {
+                expected["id"] = id.into();
+            }
+            proptest::prop_assert_eq!(u.to_document(id).to_value(), expected);
+        }
     }
 
     #[test]

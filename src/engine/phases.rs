@@ -1,5 +1,7 @@
 //! The phases of a cycle: create, look up what exists, update or deactivate it.
 
+use std::borrow::Cow;
+
 use serde_json::json;
 
 use super::classify::{failure_detail, is_retryable};
@@ -32,7 +34,7 @@ impl Cycle<'_> {
             .map(|k| SubOp {
                 key: k,
                 verb: Verb::Post,
-                path: "/Users".into(),
+                path: Cow::Borrowed("/Users"),
                 data: ops[k].user.to_document(None),
             })
             .collect();
@@ -175,7 +177,7 @@ impl Cycle<'_> {
         SubOp {
             key,
             verb,
-            path,
+            path: Cow::Owned(path),
             data,
         }
     }

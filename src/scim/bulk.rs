@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::discovery::ProviderLimits;
+use super::json;
 use super::request::{id_from_location, SubOp, SubReply, SubResult, Verb, BULK_ID_PREFIX};
 
 /// BulkRequest message schema.
@@ -24,8 +25,7 @@ fn encode_op(op: &SubOp, out: &mut Vec<u8>) {
     out.extend_from_slice(BULK_ID_PREFIX.as_bytes());
     push_decimal(out, op.key);
     out.extend_from_slice(br#"","path":"#);
-    // Writing a String into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, &op.path);
+    json::push_str(out, &op.path);
     out.extend_from_slice(br#","data":"#);
     out.extend_from_slice(op.data.as_bytes());
     out.push(b'}');
@@ -34,20 +34,11 @@ fn encode_op(op: &SubOp, out: &mut Vec<u8>) {
 /// The serialized size of one operation inside a BulkRequest, computed without serializing it.
 pub fn encoded_len(op: &SubOp) -> usize {
     const FIXED: usize = r#"{"method":"","bulkId":"","path":,"data":}"#.len();
-    let path = if op
-        .path
-        .bytes()
-        .all(|b| b >= 0x20 && b != b'"' && b != b'\\')
-    {
-        op.path.len() + 2
-    } else {
-        serde_json::to_string(&op.path).map_or(op.path.len() * 6 + 2, |p| p.len())
-    };
     FIXED
         + op.verb.as_str().len()
         + BULK_ID_PREFIX.len()
         + decimal_digits(op.key)
-        + path
+        + json::str_len(&op.path)
         + op.data.as_bytes().len()
 }
 

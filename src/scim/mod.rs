@@ -7,5 +7,6 @@ pub mod credentials;
 pub mod discovery;
 pub mod filter;
 pub mod http;
+pub mod json;
 pub mod request;
 pub mod resource;

@@ -1,5 +1,6 @@
 //! Requests the engine makes for one operation, and what came back for each.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -42,8 +43,8 @@ pub struct SubOp {
     pub key: usize,
     /// Method.
     pub verb: Verb,
-    /// Path relative to the base URL: `/Users` or `/Users/{id}`.
-    pub path: String,
+    /// Path relative to the base URL: `/Users` (borrowed: every create has it) or `/Users/{id}`.
+    pub path: Cow<'static, str>,
     /// The resource or PatchOp document.
     pub data: Document,
 }
@@ -69,7 +70,7 @@ impl Document {
         Self(value.to_string().into_bytes())
     }
 
-    /// Wraps bytes that serde_json wrote (callers guarantee they are one JSON document).
+    /// Wraps bytes that hold one JSON document (callers guarantee it).
     pub(crate) fn from_json_bytes(json: Vec<u8>) -> Self {
         Self(json)
     }

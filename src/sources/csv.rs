@@ -260,12 +260,15 @@ impl<R: Read> CsvSource<R> {
     fn parse_record(&self) -> Result<User, RowError> {
         let record = &self.record;
         let column_name = |i: usize| excerpt(self.headers.get(i).map_or("", String::as_str));
-        for (i, field) in record.iter().enumerate() {
-            if field.len() > MAX_FIELD_BYTES {
-                return Err(RowError::FieldTooLong {
-                    column: column_name(i),
-                    bytes: field.len(),
-                });
+        // A record no longer than the limit cannot hold a field longer than it.
+        if record.as_slice().len() > MAX_FIELD_BYTES {
+            for (i, field) in record.iter().enumerate() {
+                if field.len() > MAX_FIELD_BYTES {
+                    return Err(RowError::FieldTooLong {
+                        column: column_name(i),
+                        bytes: field.len(),
+                    });
+                }
             }
         }
         if record.len() != self.columns.len() {
@@ -274,17 +277,26 @@ impl<R: Read> CsvSource<R> {
                 found: record.len(),
             });
         }
+        // One UTF-8 check for the whole record (the fields are stored back to back), instead
+        // of one per field; a field is then text when its ends are character boundaries.
+        let text = std::str::from_utf8(record.as_slice()).ok();
         // On the stack: this runs once per row. The header check lets each field appear in
         // at most one column, so there are at most `Field::ALL.len()` mapped values.
         let mut values = [(Field::Email, ""); Field::ALL.len()];
         let mut mapped = 0;
-        for (i, (bytes, column)) in record.iter().zip(&self.columns).enumerate() {
+        for (i, column) in self.columns.iter().enumerate() {
             // Only mapped columns are decoded: bad bytes in an ignored column harm nobody.
             if let (Some(field), Some(slot)) = (column, values.get_mut(mapped)) {
-                let text = std::str::from_utf8(bytes).map_err(|_| RowError::NotUtf8 {
+                let value = match (text, record.range(i)) {
+                    (Some(text), Some(range)) => text.get(range),
+                    (None, _) => record.get(i).and_then(|b| std::str::from_utf8(b).ok()),
+                    // Impossible: the record has one field per column (checked above).
+                    (Some(_), None) => None,
+                };
+                let value = value.ok_or_else(|| RowError::NotUtf8 {
                     column: column_name(i),
                 })?;
-                *slot = (*field, text);
+                *slot = (*field, value);
                 mapped += 1;
             }
         }

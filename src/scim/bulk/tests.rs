@@ -17,7 +17,7 @@ fn put(key: usize, id: &str) -> SubOp {
     SubOp {
         key,
         verb: Verb::Put,
-        path: format!("/Users/{id}"),
+        path: format!("/Users/{id}").into(),
         data: Document::from_value(&json!({"userName": "x"})),
     }
 }
@@ -167,7 +167,7 @@ proptest! {
         user_name in any::<String>(),
         verb in prop_oneof![Just(Verb::Post), Just(Verb::Put), Just(Verb::Patch)],
     ) {
-        let op = SubOp { key, verb, path, data: Document::from_value(&json!({"userName": user_name})) };
+        let op = SubOp { key, verb, path: path.into(), data: Document::from_value(&json!({"userName": user_name})) };
         let mut out = Vec::new();
         encode_op(&op, &mut out);
         prop_assert_eq!(encoded_len(&op), out.len());

@@ -147,6 +147,15 @@ fn invalid_utf8_is_reported_for_its_row_only() {
     // Bad bytes in an ignored column harm nobody.
     let data = b"email,first_name,last_name,notes\na@example.com,A,B,\xFF\n";
     assert!(super::tests::rows(data)[0].result.is_ok());
+    // A character cut in two by a delimiter: the record's bytes joined are valid UTF-8 (the
+    // record is checked as a whole first), yet each half is not text.
+    let data = b"email,first_name,notes,last_name\na@example.com,A,x\xC3,\xA9\n";
+    assert_eq!(
+        super::tests::rows(data)[0].result,
+        Err(RowError::NotUtf8 {
+            column: "last_name".into()
+        })
+    );
 }
 
 #[test]
