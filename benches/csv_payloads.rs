@@ -14,7 +14,9 @@
 //!   with `--bench --child FILE`) so that its peak RSS (VmHWM) is its own. The input is
 //!   generated to a temporary file first and streamed from it. With `--compare`, the Python
 //!   baseline (`benches/baseline_csv_payloads.py`, `python3` on PATH, or `--python PATH`) runs
-//!   on the same file, interleaved with the Rust runs.
+//!   on the same file, interleaved with the Rust runs. With `--breakdown`, the stages are timed
+//!   separately at the largest size, and so is the S3 handler's first pass
+//!   ([`last_lines_by_user`]: time and peak RSS).
 
 mod common;
 
@@ -28,7 +30,7 @@ use std::time::Instant;
 use scim_bulk_provisioner::scim::bulk::{chunk, encode};
 use scim_bulk_provisioner::scim::discovery::{ProviderLimits, DEFAULT_MAX_PAYLOAD};
 use scim_bulk_provisioner::scim::request::{SubOp, Verb};
-use scim_bulk_provisioner::sources::CsvSource;
+use scim_bulk_provisioner::sources::{last_lines_by_user, CsvSource};
 
 use common::median;
 
@@ -182,6 +184,8 @@ enum Stage {
     Scim,
     /// Also chunk and encode the BulkRequest bodies (the whole transformation).
     Full,
+    /// Instead: the S3 handler's first pass (`last_lines_by_user`), measured on its own.
+    FirstPass,
 }
 
 impl Stage {
@@ -190,6 +194,7 @@ impl Stage {
             Stage::Parse => "parse",
             Stage::Scim => "scim",
             Stage::Full => "full",
+            Stage::FirstPass => "first-pass",
         }
     }
 
@@ -198,6 +203,7 @@ impl Stage {
             "parse" => Stage::Parse,
             "scim" => Stage::Scim,
             "full" => Stage::Full,
+            "first-pass" => Stage::FirstPass,
             other => panic!("unknown stage {other:?}"),
         }
     }
@@ -211,6 +217,13 @@ fn transform(path: &Path, stage: Stage) -> Counts {
         max_payload_size: DEFAULT_MAX_PAYLOAD,
     };
     let file = File::open(path).expect("open the input");
+    if stage == Stage::FirstPass {
+        let last = last_lines_by_user(file).expect("a readable file");
+        return Counts {
+            valid: last.len() as u64,
+            ..Counts::default()
+        };
+    }
     let source = CsvSource::new(file).expect("a valid header");
     let mut counts = Counts::default();
     let mut window: Vec<SubOp> = Vec::with_capacity(WINDOW);
@@ -342,6 +355,7 @@ fn smoke() {
         let c = transform(&path, stage);
         assert_eq!((c.rows, c.valid, c.bodies), (SMOKE_ROWS, valid, 0));
     }
+    assert_eq!(transform(&path, Stage::FirstPass).valid, valid);
     let c = transform(&path, Stage::Full);
     assert_eq!(c.rows, SMOKE_ROWS);
     assert_eq!((c.valid, c.invalid), (valid, invalid));
@@ -500,6 +514,21 @@ fn bench(o: &Options) {
                 ));
             }
             breakdown.push(format!("{rows} rows, stage  full: median {secs:.3} s"));
+            let first: Vec<Measure> = (0..o.runs)
+                .map(|_| {
+                    let mut cmd = Command::new(&exe);
+                    cmd.args(["--bench", "--stage", "first-pass", "--child"]);
+                    let m = run(cmd.arg(&path));
+                    // Every valid row of the generated file has its own userName.
+                    assert_eq!(m.counts.valid, valid);
+                    m
+                })
+                .collect();
+            breakdown.push(format!(
+                "{rows} rows, the S3 handler's first pass on its own (not in the stages above): median {:.3} s, peak RSS {:.1} MB",
+                median(&first.iter().map(|m| m.secs).collect::<Vec<_>>()),
+                mb(first.iter().map(|m| m.hwm_kb).max().unwrap_or(0))
+            ));
         }
         let _ = std::fs::remove_file(&path);
     }

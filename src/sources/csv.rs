@@ -328,55 +328,6 @@ impl<R: Read> Iterator for CsvSource<R> {
     }
 }
 
-/// For each userName (folded with [`crate::user::user_name_key`]), the line of its last valid row.
-///
-/// Built by a first pass ([`last_lines_by_user`]) so the second pass can report earlier rows
-/// of a userName as superseded: in one file, the last row wins.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LastLines {
-    lines: HashMap<String, u64>,
-}
-
-impl LastLines {
-    /// Records that `user` appears on `line` (later lines replace earlier ones).
-    pub fn insert(&mut self, user: &User, line: u64) {
-        let last = self.lines.entry(user.key()).or_insert(line);
-        *last = (*last).max(line);
-    }
-
-    /// The line of the last valid row for `user`'s userName, if any.
-    pub fn last_line(&self, user: &User) -> Option<u64> {
-        self.lines.get(&user.key()).copied()
-    }
-
-    /// The later line that replaces the row of `user` at `line`, if that row is not the last.
-    pub fn superseded_by(&self, user: &User, line: u64) -> Option<u64> {
-        self.last_line(user).filter(|&last| last > line)
-    }
-
-    /// Number of distinct userNames.
-    pub fn len(&self) -> usize {
-        self.lines.len()
-    }
-
-    /// Whether no valid row was seen.
-    pub fn is_empty(&self) -> bool {
-        self.lines.is_empty()
-    }
-}
-
-/// First pass over a CSV file: the last line of every valid userName (invalid rows do not count).
-pub fn last_lines_by_user<R: Read>(reader: R) -> Result<LastLines, FileError> {
-    let mut last = LastLines::default();
-    for row in CsvSource::new(reader)? {
-        let row = row?;
-        if let Ok(user) = &row.result {
-            last.insert(user, row.line);
-        }
-    }
-    Ok(last)
-}
-
 /// Reads the start of the file, up to the end of its first non-blank line (or the sniff limit).
 fn read_prefix<R: Read>(reader: &mut R) -> io::Result<Vec<u8>> {
     let mut prefix = Vec::new();

@@ -6,10 +6,12 @@
 
 pub mod csv;
 pub mod fields;
+pub mod last_lines;
 pub mod message;
 pub mod rows;
 
-pub use self::csv::{last_lines_by_user, CsvSource, FileError, LastLines, Row, MAX_FIELD_BYTES};
+pub use self::csv::{CsvSource, FileError, Row, MAX_FIELD_BYTES};
 pub use self::fields::{canonical_field, validate, Field, RowError};
+pub use self::last_lines::{last_lines_by_user, LastLines};
 pub use self::message::{parse_message, MessageError, MAX_MESSAGE_BYTES};
 pub use self::rows::{fate, RowFate};

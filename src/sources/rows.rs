@@ -2,8 +2,9 @@
 //! one for the same userName — and the report lines for those that are not provisioned.
 //! Shared by the Lambda's S3 path and the CLI so both report the same way.
 
-use super::csv::{LastLines, Row};
+use super::csv::Row;
 use super::fields::RowError;
+use super::last_lines::LastLines;
 use crate::report::ReportLine;
 use crate::user::User;
 

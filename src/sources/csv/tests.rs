@@ -1,4 +1,5 @@
 use super::*;
+use crate::sources::last_lines_by_user;
 use proptest::prelude::*;
 
 const BASIC: &[u8] = include_bytes!("../../../tests/fixtures/users_basic.csv");
