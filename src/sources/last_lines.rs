@@ -14,7 +14,7 @@ use crate::user::User;
 ///
 /// The names themselves are not kept, only a 128-bit fingerprint of each (two SipHash values
 /// with random keys) in a sorted array: 24 bytes a name, about 24 MB for a million users
-/// instead of about 130 MB for a map of the names. Two names would have to share all 128 bits
+/// instead of about 140 MB for a map of the names. Two names would have to share all 128 bits
 /// for one to be taken for the other: for a million names the odds are about 1 in 10^26.
 #[derive(Clone, Default)]
 pub struct LastLines {
