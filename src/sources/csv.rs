@@ -287,11 +287,9 @@ impl<R: Read> CsvSource<R> {
         for (i, column) in self.columns.iter().enumerate() {
             // Only mapped columns are decoded: bad bytes in an ignored column harm nobody.
             if let (Some(field), Some(slot)) = (column, values.get_mut(mapped)) {
-                let value = match (text, record.range(i)) {
-                    (Some(text), Some(range)) => text.get(range),
-                    (None, _) => record.get(i).and_then(|b| std::str::from_utf8(b).ok()),
-                    // Impossible: the record has one field per column (checked above).
-                    (Some(_), None) => None,
+                let value = match text {
+                    Some(text) => record.range(i).and_then(|range| text.get(range)),
+                    None => record.get(i).and_then(|b| std::str::from_utf8(b).ok()),
                 };
                 let value = value.ok_or_else(|| RowError::NotUtf8 {
                     column: column_name(i),
