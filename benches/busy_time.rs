@@ -1,4 +1,4 @@
-//! Busy (billed) time under faults (issue 7, target 3).
+//! Busy (billed) time under faults: the engine against a naive client, fault-free and faulty.
 //!
 //! 10,000 new users are provisioned into the embedded tenant (no rate limit, maxOperations 50)
 //! twice per client: fault-free, and under a fault profile injected by the tenant (10% of
@@ -91,11 +91,10 @@ async fn tenant(faults: Option<FaultProfile>, seed: u64) -> Tenant {
         bearer_token: TOKEN.into(),
         max_operations: MAX_OPERATIONS,
         seed,
+        faults: faults.unwrap_or_default(),
         ..TenantConfig::default()
     };
-    Tenant::start_with_faults(config, faults.unwrap_or_default())
-        .await
-        .expect("tenant")
+    Tenant::start(config).await.expect("tenant")
 }
 
 fn engine(tenant: &Tenant, adaptive: bool) -> Engine {

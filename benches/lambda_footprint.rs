@@ -1,4 +1,4 @@
-//! Lambda cold start and footprint (issue 7, target 4).
+//! Lambda cold start, peak RSS on a 100,000-row upload and binary size, measured on the real binary.
 //!
 //! Runs the real binary (the one Cargo builds for this profile: `cargo bench` builds it with
 //! the release settings) as AWS runs it: `AWS_LAMBDA_RUNTIME_API` points at a Lambda Runtime

@@ -1,4 +1,4 @@
-//! Throughput at the tenant's rate limit (issue 7, target 2).
+//! Throughput at the tenant's rate limit, with the limit known and found by adaptive pacing.
 //!
 //! The embedded tenant allows 10 requests/s (a token bucket of one second, answering 429 with
 //! `Retry-After` beyond it) and 50 operations per BulkRequest: the ceiling is 500 operations/s.

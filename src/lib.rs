@@ -1,10 +1,9 @@
 //! scim-bulk-provisioner: provision users into a SCIM 2.0 service in bulk.
 //!
-//! The engine ([`engine`], [`scim`], [`retry`], [`budget`]) is plain Rust with no AWS types;
+//! The engine ([`engine`], [`scim`], [`retry`], [`rate_limit`]) is plain Rust with no AWS types;
 //! [`lambda`], [`cli`] and [`aws`] are thin layers around it.
 
 pub mod aws;
-pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod engine;
@@ -13,6 +12,7 @@ pub mod logging;
 pub mod mask;
 pub mod operation;
 pub mod pipeline;
+pub mod rate_limit;
 pub mod report;
 pub mod retry;
 pub mod scim;

@@ -14,7 +14,7 @@ pub struct ReportLine {
     /// The userName concerned, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_name: Option<String>,
-    /// `invalid`, `duplicate`, `rejected`, `failed`, `exhausted`, `skipped` or `ignored`.
+    /// `invalid`, `duplicate`, `rejected`, `failed`, `skipped`, `ignored` or `poison`.
     pub status: String,
     /// Why, in words an administrator can act on.
     pub reason: String,

@@ -697,10 +697,8 @@ async fn chaos_run_provisions_everyone_exactly_once_or_reports_why() {
         })
         .filter_map(|l| l["message_id"].as_str().map(str::to_string))
         .collect();
-    let permanently_failed: Vec<&Value> = report
-        .iter()
-        .filter(|l| l["status"] == "failed" || l["status"] == "exhausted")
-        .collect();
+    let permanently_failed: Vec<&Value> =
+        report.iter().filter(|l| l["status"] == "failed").collect();
     let mut why: BTreeMap<String, usize> = BTreeMap::new();
     for l in &permanently_failed {
         let reason: String = l["reason"]
@@ -894,7 +892,7 @@ async fn check(scim: &support::ScimServer, records: &[Record], report: &[Value])
     }
     let failed: HashMap<String, &Value> = report
         .iter()
-        .filter(|l| l["status"] == "failed" || l["status"] == "exhausted")
+        .filter(|l| l["status"] == "failed")
         .filter_map(|l| Some((l["user_name"].as_str()?.to_lowercase(), l)))
         .collect();
     for (name, line) in &failed {

@@ -21,7 +21,7 @@ use crate::engine::{Engine, EngineConfig};
 use crate::scim::credentials::{Auth, Credentials, Secret, StaticCredentials};
 use crate::scim::http::Timeouts;
 use crate::sources::CsvSource;
-use crate::tenant::{Tenant, TenantConfig, TenantStats};
+use crate::tenant::{FaultProfile, Tenant, TenantConfig, TenantStats};
 
 /// The sample HR export, built into the binary so the demo runs from any directory.
 const SAMPLE: &str = include_str!("../../examples/hr-export.csv");
@@ -176,7 +176,10 @@ fn tenant_config(args: &DemoArgs, token: &str) -> TenantConfig {
         max_payload_size: MAX_PAYLOAD,
         bulk_supported: true,
         requests_per_second: Some(args.rate_limit),
-        error_rate: args.error_rate,
+        faults: FaultProfile {
+            unavailable: args.error_rate,
+            ..FaultProfile::default()
+        },
         seed: args.seed,
     }
 }

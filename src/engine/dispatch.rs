@@ -10,7 +10,7 @@ use reqwest::Method;
 
 use super::classify::{is_retryable, rate_signal, RateSignal};
 use super::Cycle;
-use crate::budget::Admission;
+use crate::rate_limit::Admission;
 use crate::scim::bulk;
 use crate::scim::filter::user_name_eq;
 use crate::scim::http::{Reply, SendError};

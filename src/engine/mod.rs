@@ -14,8 +14,8 @@ use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use serde_json::Value;
 
-use crate::budget::RateLimiter;
 use crate::operation::{Operation, OperationResult, Outcome};
+use crate::rate_limit::RateLimiter;
 use crate::retry::RetryPolicy;
 use crate::scim::auth::AuthError;
 use crate::scim::credentials::CredentialSource;

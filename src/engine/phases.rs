@@ -11,8 +11,7 @@ use crate::mask::mask_email;
 use crate::operation::{Operation, Outcome};
 use crate::scim::request::{Document, SubOp, SubReply, SubResult, Verb};
 use crate::scim::resource::Lookup;
-
-const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+use crate::scim::schema::PATCH_OP;
 
 /// What the update phase does for a user found by lookup.
 #[derive(Clone, Copy, PartialEq, Eq)]

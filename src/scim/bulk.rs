@@ -8,13 +8,15 @@ use serde_json::Value;
 
 use super::discovery::ProviderLimits;
 use super::json;
-use super::request::{id_from_location, SubOp, SubReply, SubResult, Verb, BULK_ID_PREFIX};
+use super::request::{
+    id_from_location, parse_status, SubOp, SubReply, SubResult, Verb, BULK_ID_PREFIX,
+};
+use super::schema::BULK_REQUEST;
 
-/// BulkRequest message schema.
-pub const BULK_REQUEST: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
-
-const ENVELOPE_HEAD: &str =
-    r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],"Operations":["#;
+/// A BulkRequest body is `HEAD_OPEN BULK_REQUEST HEAD_CLOSE`, the operations, `ENVELOPE_TAIL`.
+const HEAD_OPEN: &str = r#"{"schemas":[""#;
+const HEAD_CLOSE: &str = r#""],"Operations":["#;
+const ENVELOPE_HEAD_LEN: usize = HEAD_OPEN.len() + BULK_REQUEST.len() + HEAD_CLOSE.len();
 const ENVELOPE_TAIL: &str = "]}";
 
 /// Serializes one operation of a BulkRequest.
@@ -63,11 +65,13 @@ fn decimal_digits(n: usize) -> usize {
 
 /// The BulkRequest body for these operations.
 pub fn encode(ops: &[&SubOp]) -> Vec<u8> {
-    let size = ENVELOPE_HEAD.len()
+    let size = ENVELOPE_HEAD_LEN
         + ENVELOPE_TAIL.len()
         + ops.iter().map(|op| encoded_len(op) + 1).sum::<usize>();
     let mut out = Vec::with_capacity(size);
-    out.extend_from_slice(ENVELOPE_HEAD.as_bytes());
+    for part in [HEAD_OPEN, BULK_REQUEST, HEAD_CLOSE] {
+        out.extend_from_slice(part.as_bytes());
+    }
     for (i, op) in ops.iter().enumerate() {
         if i > 0 {
             out.push(b',');
@@ -81,7 +85,7 @@ pub fn encode(ops: &[&SubOp]) -> Vec<u8> {
 /// Splits operations (by index into `ops`) into requests within maxOperations and maxPayloadSize.
 /// An operation too large on its own gets a chunk of its own (the server will answer 413).
 pub fn chunk(ops: &[SubOp], limits: &ProviderLimits) -> Vec<Vec<usize>> {
-    let envelope = ENVELOPE_HEAD.len() + ENVELOPE_TAIL.len();
+    let envelope = ENVELOPE_HEAD_LEN + ENVELOPE_TAIL.len();
     let mut chunks = Vec::new();
     let mut current = Vec::new();
     let mut size = envelope;
@@ -99,23 +103,6 @@ pub fn chunk(ops: &[SubOp], limits: &ProviderLimits) -> Vec<Vec<usize>> {
         chunks.push(current);
     }
     chunks
-}
-
-/// Parses an operation's `status`: "201", 201, {"code": "201"} or {"code": 201}.
-pub fn parse_status(value: &Value) -> Option<u16> {
-    match value {
-        Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
-        Value::String(s) => {
-            let digits: String = s
-                .trim()
-                .chars()
-                .take_while(|c| c.is_ascii_digit())
-                .collect();
-            digits.parse().ok()
-        }
-        Value::Object(o) => o.get("code").and_then(parse_status),
-        _ => None,
-    }
 }
 
 /// Why a BulkResponse body could not be read.

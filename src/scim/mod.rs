@@ -1,5 +1,5 @@
-//! SCIM 2.0 protocol client (RFC 7643/7644): credentials, tokens, HTTP, discovery, Bulk and
-//! per-resource requests. No AWS types here.
+//! SCIM 2.0 protocol client (RFC 7643/7644): credentials, tokens, HTTP, discovery, the wire
+//! names and the User encoding, Bulk and per-resource requests. No AWS types here.
 
 pub mod auth;
 pub mod bulk;
@@ -10,3 +10,5 @@ pub mod http;
 pub mod json;
 pub mod request;
 pub mod resource;
+pub mod schema;
+pub mod user;

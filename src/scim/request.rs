@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::schema::ERROR_SCHEMA;
+
 /// HTTP method of a sub-operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verb {
@@ -104,16 +106,13 @@ pub struct SubReply {
     pub body: Option<Value>,
 }
 
-/// SCIM Error message schema (RFC 7644 §3.12).
-pub const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
-
 impl SubReply {
     /// A reply as received. A 2xx whose body is a SCIM Error document takes the Error's status
     /// (or 502 when it has none): some servers answer "200" and put the failure in the body.
     pub fn new(status: u16, location: Option<String>, body: Option<Value>) -> Self {
         let success = (200..300).contains(&status);
         let status = match body.as_ref().filter(|b| is_error_document(b)) {
-            Some(error) if success => super::bulk::parse_status(&error["status"])
+            Some(error) if success => parse_status(&error["status"])
                 .filter(|s| !(200..300).contains(s))
                 .unwrap_or(502),
             _ => status,
@@ -175,6 +174,23 @@ pub fn id_from_location(location: &str) -> Option<String> {
     path.rsplit('/')
         .find(|s| !s.is_empty())
         .map(|s| s.to_string())
+}
+
+/// Parses an operation's `status`: "201", 201, {"code": "201"} or {"code": 201}.
+pub fn parse_status(value: &Value) -> Option<u16> {
+    match value {
+        Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
+        Value::String(s) => {
+            let digits: String = s
+                .trim()
+                .chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect();
+            digits.parse().ok()
+        }
+        Value::Object(o) => o.get("code").and_then(parse_status),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -14,11 +14,8 @@ use std::io::{self, Chain, Cursor, Read};
 
 use ::csv::{ByteRecord, ReaderBuilder};
 
-use super::fields::{canonical_field, excerpt, validate, Field, RowError};
+use super::fields::{canonical_field, excerpt, validate, Field, RowError, MAX_FIELD_BYTES};
 use crate::user::User;
-
-/// Longest field accepted, in bytes; longer ones are a row error.
-pub const MAX_FIELD_BYTES: usize = 64 * 1024;
 
 /// How much of the file start is examined to choose the delimiter.
 const SNIFF_BYTES: usize = 64 * 1024;

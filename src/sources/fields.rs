@@ -5,6 +5,9 @@ use std::fmt;
 use crate::mask::mask_email;
 use crate::user::User;
 
+/// Longest field accepted, in bytes; longer ones are a row error.
+pub const MAX_FIELD_BYTES: usize = 64 * 1024;
+
 /// A canonical input field: one of the contract's CSV column names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Field {
@@ -70,11 +73,6 @@ impl Field {
             Field::EmployeeNumber => "employee_number",
             Field::Phone => "phone",
         }
-    }
-
-    /// Whether every row must have a value for this field.
-    pub fn is_required(self) -> bool {
-        Field::REQUIRED.contains(&self)
     }
 }
 
@@ -225,7 +223,7 @@ pub enum RowError {
         column: String,
     },
     /// A CSV field is implausibly long.
-    #[error("column {column:?} holds {bytes} bytes, more than the {max} allowed; an unclosed quote may have swallowed the lines after it", max = crate::sources::csv::MAX_FIELD_BYTES)]
+    #[error("column {column:?} holds {bytes} bytes, more than the {max} allowed; an unclosed quote may have swallowed the lines after it", max = MAX_FIELD_BYTES)]
     FieldTooLong {
         /// The header of the column.
         column: String,

@@ -10,8 +10,9 @@ pub mod last_lines;
 pub mod message;
 pub mod rows;
 
-pub use self::csv::{CsvSource, FileError, Row, MAX_FIELD_BYTES};
-pub use self::fields::{canonical_field, validate, Field, RowError};
+pub use self::csv::{CsvSource, FileError, Row};
+
+pub use self::fields::{canonical_field, validate, Field, RowError, MAX_FIELD_BYTES};
 pub use self::last_lines::{last_lines_by_user, LastLines};
 pub use self::message::{parse_message, MessageError, MAX_MESSAGE_BYTES};
 pub use self::rows::{fate, RowFate};

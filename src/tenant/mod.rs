@@ -1,8 +1,8 @@
 //! An embedded, in-process SCIM 2.0 tenant that behaves, as far as a SCIM client can observe,
 //! like a NICE CXone tenant: bearer auth, ServiceProviderConfig, Users with filters and PatchOp,
-//! Bulk, and on request throttling (429) and injected failures (503). The `demo` command runs
-//! against it with no AWS account, and tests and benchmarks use it as a peer; a
-//! [`FaultProfile`] adds random 429s, 503s and operations dropped from BulkResponses.
+//! Bulk, and on request a rate limit (429) and random faults ([`FaultProfile`]: 429s, 503s and
+//! operations dropped from BulkResponses). The `demo` command runs against it with no AWS
+//! account, and tests and benchmarks use it as a peer.
 
 mod routes;
 mod store;
@@ -33,9 +33,9 @@ pub struct TenantConfig {
     /// Requests per second over all requests; beyond it 429 with `Retry-After`. None, zero or
     /// a negative rate means unlimited.
     pub requests_per_second: Option<f64>,
-    /// Probability (0.0 to 1.0) that a request fails with 503 before being applied.
-    pub error_rate: f64,
-    /// Seed of the random ids and of the injected failures, for reproducible runs.
+    /// Random faults injected in front of requests and inside BulkRequests.
+    pub faults: FaultProfile,
+    /// Seed of the random ids and of the injected faults, for reproducible runs.
     pub seed: u64,
 }
 
@@ -47,7 +47,7 @@ impl Default for TenantConfig {
             max_payload_size: 1_048_576,
             bulk_supported: true,
             requests_per_second: None,
-            error_rate: 0.0,
+            faults: FaultProfile::default(),
             seed: 0,
         }
     }
@@ -62,14 +62,14 @@ impl std::fmt::Debug for TenantConfig {
             .field("max_payload_size", &self.max_payload_size)
             .field("bulk_supported", &self.bulk_supported)
             .field("requests_per_second", &self.requests_per_second)
-            .field("error_rate", &self.error_rate)
+            .field("faults", &self.faults)
             .field("seed", &self.seed)
             .finish()
     }
 }
 
-/// Faults injected at random (seeded by [`TenantConfig::seed`]) on top of the rate limit and
-/// `error_rate`; each fraction is between 0.0 and 1.0 (outside it, or NaN, counts as 0 or 1).
+/// Faults injected at random (seeded by [`TenantConfig::seed`]) on top of the rate limit; each
+/// fraction is between 0.0 and 1.0 (outside it, or NaN, counts as 0 or 1).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct FaultProfile {
     /// Fraction of requests answered 429 with `Retry-After: 1`, not applied.
@@ -186,17 +186,9 @@ impl std::fmt::Debug for Tenant {
 impl Tenant {
     /// Binds 127.0.0.1 on a free port and serves the tenant in a tokio task.
     pub async fn start(config: TenantConfig) -> std::io::Result<Tenant> {
-        Self::start_with_faults(config, FaultProfile::default()).await
-    }
-
-    /// Like [`Tenant::start`], with random faults injected as `faults` says.
-    pub async fn start_with_faults(
-        config: TenantConfig,
-        faults: FaultProfile,
-    ) -> std::io::Result<Tenant> {
         let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
         let base_url = format!("http://{}/scim/v2", listener.local_addr()?);
-        let shared = Arc::new(routes::Shared::new(config, faults, &base_url));
+        let shared = Arc::new(routes::Shared::new(config, &base_url));
         let app = routes::router(Arc::clone(&shared));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {

@@ -19,7 +19,8 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 use super::store::{ScimError, Store, MAX_RESULTS};
-use super::{Counters, FaultProfile, TenantConfig};
+use super::{Counters, TenantConfig};
+use crate::scim::schema::SERVICE_PROVIDER_CONFIG_SCHEMA;
 
 /// The SCIM media type (RFC 7644 §3.1).
 const SCIM_JSON: &str = "application/scim+json";
@@ -35,10 +36,8 @@ pub(super) struct Shared {
     pub(super) stats: Counters,
     store: Mutex<Store>,
     bucket: Option<Mutex<TokenBucket>>,
+    /// The faults' own stream, so that faults do not shift the ids.
     faults: Mutex<StdRng>,
-    profile: FaultProfile,
-    /// The profile's own stream, so that a profile does not shift `error_rate`'s draws.
-    profile_rng: Mutex<StdRng>,
 }
 
 /// A fault the profile injects in front of a request.
@@ -49,7 +48,7 @@ enum Injected {
 
 impl Shared {
     /// State for a tenant serving at `base_url`.
-    pub(super) fn new(config: TenantConfig, profile: FaultProfile, base_url: &str) -> Self {
+    pub(super) fn new(config: TenantConfig, base_url: &str) -> Self {
         let bucket = config
             .requests_per_second
             .filter(|r| r.is_finite() && *r > 0.0)
@@ -59,10 +58,7 @@ impl Shared {
             store: Mutex::new(Store::new(base_url, config.seed)),
             stats: Counters::default(),
             bucket,
-            // A different stream from the ids', so that faults do not shift them.
-            faults: Mutex::new(StdRng::seed_from_u64(config.seed ^ 0x5eed_fa17)),
-            profile,
-            profile_rng: Mutex::new(StdRng::seed_from_u64(config.seed ^ 0xd20b_0b5e)),
+            faults: Mutex::new(StdRng::seed_from_u64(config.seed ^ 0xd20b_0b5e)),
             config,
         }
     }
@@ -80,30 +76,17 @@ impl Shared {
         bucket.take(Instant::now()).err()
     }
 
-    /// Whether this request gets an injected 503.
-    fn inject_fault(&self) -> bool {
-        let rate = self.config.error_rate;
-        // random_bool panics outside 0..=1 (NaN included), so those never reach it.
-        if rate.is_nan() || rate <= 0.0 {
-            return false;
-        }
-        let mut rng = self.faults.lock().unwrap_or_else(PoisonError::into_inner);
-        rng.random_bool(rate.min(1.0))
-    }
-}
-
-impl Shared {
-    /// The profile's 429 or 503 for this request, if it gets one (one draw per request).
-    fn inject_profile_fault(&self) -> Option<Injected> {
+    /// The injected 429 or 503 for this request, if it gets one (one draw per request).
+    fn inject_fault(&self) -> Option<Injected> {
         let (throttled, unavailable) = (
-            fraction(self.profile.throttled),
-            fraction(self.profile.unavailable),
+            fraction(self.config.faults.throttled),
+            fraction(self.config.faults.unavailable),
         );
         if throttled + unavailable <= 0.0 {
             return None;
         }
         let draw: f64 = self
-            .profile_rng
+            .faults
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .random();
@@ -119,7 +102,7 @@ impl Shared {
     /// Removes the profile's share of a BulkRequest's operations; returns how many it dropped.
     /// A request over `max_operations` is left whole, so that it still gets its 413.
     fn drop_operations(&self, request: &mut Value) -> u64 {
-        let rate = fraction(self.profile.dropped);
+        let rate = fraction(self.config.faults.dropped);
         let max = self.config.max_operations;
         let Some(ops) = request.get_mut("Operations").and_then(Value::as_array_mut) else {
             return 0;
@@ -128,10 +111,7 @@ impl Shared {
             return 0;
         }
         let before = ops.len();
-        let mut rng = self
-            .profile_rng
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut rng = self.faults.lock().unwrap_or_else(PoisonError::into_inner);
         ops.retain(|_| !rng.random_bool(rate));
         (before - ops.len()) as u64
     }
@@ -203,8 +183,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// In front of every route: rate limit (429), the fault profile's 429 or 503, injected failure
-/// (503), bearer auth (401).
+/// In front of every route: rate limit (429), the fault profile's 429 or 503, bearer auth (401).
 async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
     let stats = &shared.stats;
     stats.requests.fetch_add(1, Relaxed);
@@ -215,7 +194,7 @@ async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -
         let error = ScimError::new(429, None, "Too many requests");
         return error_response(&error, Some(secs));
     }
-    match shared.inject_profile_fault() {
+    match shared.inject_fault() {
         Some(Injected::Throttled) => {
             stats.throttled.fetch_add(1, Relaxed);
             let error = ScimError::new(429, None, "Too many requests");
@@ -227,11 +206,6 @@ async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -
             return error_response(&error, Some(1));
         }
         None => {}
-    }
-    if shared.inject_fault() {
-        stats.server_errors.fetch_add(1, Relaxed);
-        let error = ScimError::new(503, None, "Service temporarily unavailable");
-        return error_response(&error, Some(1));
     }
     if !authorized(request.headers(), &shared.config.bearer_token) {
         stats.unauthorized.fetch_add(1, Relaxed);
@@ -268,7 +242,7 @@ async fn service_provider_config(State(shared): State<Arc<Shared>>) -> Response 
     };
     let location = format!("{}/ServiceProviderConfig", shared.base_url);
     let doc = json!({
-        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
+        "schemas": [SERVICE_PROVIDER_CONFIG_SCHEMA],
         "patch": {"supported": true},
         "bulk": {
             "supported": config.bulk_supported,

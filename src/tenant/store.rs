@@ -15,16 +15,9 @@ use serde_json::{json, Map, Value};
 use attrs::{apply_patch, finish, normalize};
 use filter::Filter;
 
-/// SCIM core User schema URN.
-pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
-/// SCIM enterprise User extension URN.
-pub const ENTERPRISE_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
-/// SCIM Error message schema.
-pub const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
-/// SCIM ListResponse message schema.
-pub const LIST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
-/// SCIM BulkResponse message schema.
-pub const BULK_RESPONSE_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:BulkResponse";
+pub use crate::scim::schema::{
+    BULK_RESPONSE_SCHEMA, ENTERPRISE_SCHEMA, ERROR_SCHEMA, LIST_SCHEMA, USER_SCHEMA,
+};
 /// Most resources one list request returns (advertised as `filter.maxResults`).
 pub const MAX_RESULTS: usize = 200;
 

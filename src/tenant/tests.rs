@@ -292,7 +292,10 @@ async fn over_the_rate_limit_is_429_and_not_applied() {
 #[tokio::test]
 async fn injected_failures_are_503_and_not_applied() {
     let config = TenantConfig {
-        error_rate: 1.0,
+        faults: FaultProfile {
+            unavailable: 1.0,
+            ..FaultProfile::default()
+        },
         ..TenantConfig::default()
     };
     let peer = Peer::start(config).await;
@@ -308,10 +311,11 @@ async fn start_with_faults(faults: FaultProfile) -> Peer {
     let config = TenantConfig {
         bearer_token: TOKEN.into(),
         seed: 11,
+        faults,
         ..TenantConfig::default()
     };
     Peer {
-        tenant: Tenant::start_with_faults(config, faults).await.unwrap(),
+        tenant: Tenant::start(config).await.unwrap(),
         client: reqwest::Client::new(),
     }
 }

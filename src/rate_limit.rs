@@ -1,5 +1,5 @@
-//! A cycle's budget: its deadline and the request rate limit shared by all cycles of a process.
-//! Requests that would pass either are not sent; their operations come back deferred with a delay.
+//! The request rate limiter shared by all cycles of a process, and the admission of each request
+//! against it and the cycle's deadline: requests that would pass either come back deferred.
 //!
 //! The rate is either fixed (configured in requests per minute), unlimited, or adaptive: unpaced
 //! until the service first answers 429, then AIMD — the rate is multiplied by [`DECREASE`] on a
@@ -100,11 +100,6 @@ impl RateLimiter {
         // A poisoned lock only means another thread panicked mid-update; the state is plain
         // numbers and instants, each always valid on its own.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Whether 429s and accepted requests adjust the rate.
-    pub fn is_adaptive(&self) -> bool {
-        self.adaptive
     }
 
     /// The current spacing between two requests (zero when unpaced).
@@ -241,7 +236,7 @@ mod tests {
     #[test]
     fn a_fixed_rate_ignores_feedback() {
         let limiter = RateLimiter::configured(Some(600), true);
-        assert!(!limiter.is_adaptive());
+        assert!(!limiter.adaptive);
         let now = Instant::now();
         limiter.throttled(now, now + MS);
         limiter.accepted(now);
@@ -267,7 +262,7 @@ mod tests {
     #[test]
     fn adaptive_is_unpaced_until_the_first_429_then_paces_below_the_rate_met() {
         let limiter = RateLimiter::configured(None, true);
-        assert!(limiter.is_adaptive());
+        assert!(limiter.adaptive);
         let t0 = Instant::now();
         // Ten requests 10 ms apart: 100 a second, all sent at once.
         let slots = admit_n(&limiter, t0, 10 * MS, 10);
