@@ -30,6 +30,7 @@
 
 mod aws_proxy;
 mod reset;
+mod rules;
 mod tokens;
 
 use std::collections::HashSet;
@@ -46,6 +47,7 @@ use serde_json::{json, Value};
 #[allow(unused_imports)] // not every test file uses the AWS side
 pub use aws_proxy::{AwsCall, AwsFault, AwsFaultProxy, AwsSeen};
 use reset::{Conn, ServerThread};
+use rules::FaultQueue;
 use tokens::{issue, token_endpoint};
 pub use tokens::{TokenConfig, TokenMode};
 
@@ -135,18 +137,12 @@ impl SeenRequest {
     }
 }
 
-struct Rule {
-    method: Option<Method>,
-    path_suffix: String,
-    fault: Fault,
-    /// `None`: forever.
-    remaining: Option<usize>,
-}
+/// Which requests a rule applies to: a method (`None`: any) and a path suffix.
+type RequestMatch = (Option<Method>, String);
 
 #[derive(Default)]
 struct ProxyState {
-    rules: Vec<Rule>,
-    log: Vec<SeenRequest>,
+    faults: FaultQueue<RequestMatch, Fault, SeenRequest>,
     tokens: TokenConfig,
     issued: Vec<String>,
     expired: HashSet<String>,
@@ -154,18 +150,9 @@ struct ProxyState {
 
 impl ProxyState {
     fn take_fault(&mut self, method: &Method, path: &str) -> Option<Fault> {
-        let index = self.rules.iter().position(|rule| {
-            rule.method.as_ref().is_none_or(|m| m == method) && path.ends_with(&rule.path_suffix)
-        })?;
-        let rule = &mut self.rules[index];
-        let fault = rule.fault.clone();
-        if let Some(remaining) = rule.remaining.as_mut() {
-            *remaining -= 1;
-            if *remaining == 0 {
-                self.rules.remove(index);
-            }
-        }
-        Some(fault)
+        self.faults.take(|(m, suffix)| {
+            m.as_ref().is_none_or(|m| m == method) && path.ends_with(suffix.as_str())
+        })
     }
 }
 
@@ -231,9 +218,7 @@ impl FaultProxy {
 
     /// Applies `fault` to the next `times` matching requests.
     pub fn inject_times(&self, method: &str, path_suffix: &str, fault: Fault, times: usize) {
-        if times > 0 {
-            self.push_rule(method, path_suffix, fault, Some(times));
-        }
+        self.push_rule(method, path_suffix, fault, Some(times));
     }
 
     /// Applies `fault` to every matching request until [`FaultProxy::clear_faults`].
@@ -246,50 +231,45 @@ impl FaultProxy {
             "*" | "" => None,
             m => Some(Method::from_bytes(m.to_ascii_uppercase().as_bytes()).expect("HTTP method")),
         };
-        self.shared.state().rules.push(Rule {
-            method,
-            path_suffix: path_suffix.to_string(),
-            fault,
-            remaining,
-        });
+        let matcher = (method, path_suffix.to_string());
+        self.shared
+            .state()
+            .faults
+            .push(matcher, fault, 0, remaining);
     }
 
     pub fn clear_faults(&self) {
-        self.shared.state().rules.clear();
+        self.shared.state().faults.clear();
     }
 
     /// Queued rules not used up yet.
     pub fn pending_faults(&self) -> usize {
-        self.shared.state().rules.len()
+        self.shared.state().faults.pending()
     }
 
     /// Every request seen so far, oldest first.
     pub fn requests(&self) -> Vec<SeenRequest> {
-        self.shared.state().log.clone()
+        self.shared.state().faults.log().to_vec()
     }
 
     /// Number of requests whose path ends with `path_suffix` (any method).
     pub fn hits(&self, path_suffix: &str) -> usize {
-        self.shared
-            .state()
-            .log
-            .iter()
-            .filter(|r| r.path.ends_with(path_suffix))
-            .count()
+        let state = self.shared.state();
+        let log = state.faults.log();
+        log.iter().filter(|r| r.path.ends_with(path_suffix)).count()
     }
 
     /// Number of requests with this method and path suffix.
     pub fn hits_for(&self, method: &str, path_suffix: &str) -> usize {
         let state = self.shared.state();
-        state
-            .log
-            .iter()
+        let log = state.faults.log();
+        log.iter()
             .filter(|r| r.method.eq_ignore_ascii_case(method) && r.path.ends_with(path_suffix))
             .count()
     }
 
     pub fn clear_log(&self) {
-        self.shared.state().log.clear();
+        self.shared.state().faults.clear_log();
     }
 
     pub fn oauth_token_url(&self) -> String {
@@ -434,7 +414,7 @@ async fn handle(
             Ok(_) => state.take_fault(&parts.method, &path),
             Err(_) => None,
         };
-        state.log.push(SeenRequest {
+        state.faults.record(SeenRequest {
             method: parts.method.to_string(),
             path: path.clone(),
             query: query.clone(),

@@ -26,6 +26,7 @@ use axum::Router;
 
 use super::is_hop_header;
 use super::reset::{Conn, ServerThread};
+use super::rules::FaultQueue;
 
 /// Which AWS calls a fault applies to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -144,19 +145,9 @@ impl AwsSeen {
     }
 }
 
-struct Rule {
-    call: AwsCall,
-    fault: AwsFault,
-    /// Matching requests let through before the fault applies.
-    skip: usize,
-    /// `None`: forever.
-    remaining: Option<usize>,
-}
-
 #[derive(Default)]
 struct ProxyState {
-    rules: Vec<Rule>,
-    log: Vec<AwsSeen>,
+    faults: FaultQueue<AwsCall, AwsFault, AwsSeen>,
 }
 
 impl ProxyState {
@@ -166,23 +157,7 @@ impl ProxyState {
         path: &str,
         target: Option<&str>,
     ) -> Option<AwsFault> {
-        let index = self
-            .rules
-            .iter()
-            .position(|rule| rule.call.matches(method, path, target))?;
-        let rule = &mut self.rules[index];
-        if rule.skip > 0 {
-            rule.skip -= 1;
-            return None;
-        }
-        let fault = rule.fault.clone();
-        if let Some(remaining) = rule.remaining.as_mut() {
-            *remaining -= 1;
-            if *remaining == 0 {
-                self.rules.remove(index);
-            }
-        }
-        Some(fault)
+        self.faults.take(|call| call.matches(method, path, target))
     }
 }
 
@@ -239,62 +214,48 @@ impl AwsFaultProxy {
 
     /// Lets `skip` calls of `call` through, then applies `fault` to the next `times`.
     pub fn inject_after(&self, call: AwsCall, skip: usize, fault: AwsFault, times: usize) {
-        if times > 0 {
-            self.shared.state().rules.push(Rule {
-                call,
-                fault,
-                skip,
-                remaining: Some(times),
-            });
-        }
+        self.shared
+            .state()
+            .faults
+            .push(call, fault, skip, Some(times));
     }
 
     /// Applies `fault` to every call of `call` until [`AwsFaultProxy::clear_faults`].
     pub fn inject_always(&self, call: AwsCall, fault: AwsFault) {
-        self.shared.state().rules.push(Rule {
-            call,
-            fault,
-            skip: 0,
-            remaining: None,
-        });
+        self.shared.state().faults.push(call, fault, 0, None);
     }
 
     pub fn clear_faults(&self) {
-        self.shared.state().rules.clear();
+        self.shared.state().faults.clear();
     }
 
     /// Queued rules not used up yet.
     pub fn pending_faults(&self) -> usize {
-        self.shared.state().rules.len()
+        self.shared.state().faults.pending()
     }
 
     /// Every request seen so far, oldest first.
     pub fn requests(&self) -> Vec<AwsSeen> {
-        self.shared.state().log.clone()
+        self.shared.state().faults.log().to_vec()
     }
 
     /// Requests of `call` seen so far.
     pub fn hits(&self, call: &AwsCall) -> usize {
-        self.shared
-            .state()
-            .log
-            .iter()
-            .filter(|r| r.is(call))
-            .count()
+        let state = self.shared.state();
+        state.faults.log().iter().filter(|r| r.is(call)).count()
     }
 
     /// Requests of `call` that met a fault.
     pub fn faults_met(&self, call: &AwsCall) -> usize {
-        self.shared
-            .state()
-            .log
-            .iter()
+        let state = self.shared.state();
+        let log = state.faults.log();
+        log.iter()
             .filter(|r| r.fault.is_some() && r.is(call))
             .count()
     }
 
     pub fn clear_log(&self) {
-        self.shared.state().log.clear();
+        self.shared.state().faults.clear_log();
     }
 }
 
@@ -316,7 +277,7 @@ async fn handle(
     let fault = {
         let mut state = shared.state();
         let fault = state.take_fault(&parts.method, &path, target.as_deref());
-        state.log.push(AwsSeen {
+        state.faults.record(AwsSeen {
             method: parts.method.to_string(),
             path: path.clone(),
             target: target.clone(),
