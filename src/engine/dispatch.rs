@@ -9,7 +9,7 @@ use futures_util::stream::{self, StreamExt};
 use reqwest::Method;
 
 use super::classify::{is_retryable, rate_signal, RateSignal};
-use super::Cycle;
+use super::cycle::Cycle;
 use crate::rate_limit::Admission;
 use crate::scim::bulk;
 use crate::scim::filter::user_name_eq;

@@ -1,12 +1,12 @@
 //! Looking a user up by userName outside a cycle (the CLI's dry run), with the same request
 //! pacing and filter as the cycle's own lookups.
 
-use std::sync::atomic::AtomicU32;
 use std::time::{Duration, Instant};
 
 use super::classify::failure_detail;
+use super::cycle::Cycle;
 use super::dispatch::LookupResult;
-use super::{Cycle, Engine, Stats};
+use super::Engine;
 use crate::scim::request::SubResult;
 use crate::scim::resource::Lookup;
 
@@ -31,12 +31,7 @@ impl Engine {
     /// Looks a user up by userName (`filter=userName eq "..."`, matched case-insensitively):
     /// the id of the one user with it, or None if there is none. Sends one request.
     pub async fn lookup_user(&self, user_name: &str) -> Result<Option<String>, LookupError> {
-        let cycle = Cycle {
-            engine: self,
-            deadline: Instant::now() + LOOKUP_HORIZON,
-            stats: Stats::default(),
-            deferred_requests: AtomicU32::new(0),
-        };
+        let cycle = Cycle::new(self, Instant::now() + LOOKUP_HORIZON);
         let found = cycle.lookups(vec![(0, user_name.to_string())]).await.pop();
         let failed = |status, reason: String, retryable, retry_after| LookupError {
             status,

@@ -2,11 +2,12 @@
 //! and say, for every operation, what became of it. Plain Rust, no AWS types.
 
 mod classify;
+mod config;
+mod cycle;
 mod dispatch;
 mod lookup;
 mod phases;
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,89 +15,19 @@ use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use serde_json::Value;
 
-use crate::operation::{Operation, OperationResult, Outcome};
+use crate::operation::{Operation, OperationResult};
 use crate::rate_limit::RateLimiter;
-use crate::retry::RetryPolicy;
 use crate::scim::auth::AuthError;
 use crate::scim::credentials::CredentialSource;
 use crate::scim::discovery::ProviderLimits;
-use crate::scim::http::{ScimHttp, Timeouts};
+use crate::scim::http::ScimHttp;
+
+use cycle::Cycle;
 
 pub use classify::is_retryable;
+pub use config::{EngineConfig, UpdateMethod};
+pub use cycle::{CycleReport, CycleStats};
 pub use lookup::LookupError;
-
-/// How an existing user is updated after a 409 on create.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum UpdateMethod {
-    /// Replace the resource (PUT).
-    #[default]
-    Put,
-    /// Replace the provisioned attributes (PATCH).
-    Patch,
-}
-
-/// Engine settings.
-#[derive(Debug, Clone)]
-pub struct EngineConfig {
-    /// Operations per BulkRequest at most (CXone allows 50); caps the server's own limit.
-    pub max_operations: usize,
-    /// PUT or PATCH to update an existing user.
-    pub update_method: UpdateMethod,
-    /// Create users that arrive inactive and do not exist yet (default: skip them).
-    pub create_inactive: bool,
-    /// Backoff and attempt limit.
-    pub retry: RetryPolicy,
-    /// Requests in flight at once.
-    pub concurrency: usize,
-    /// Requests per minute to the service (None: unlimited, or adaptive with `adaptive_pacing`).
-    pub requests_per_minute: Option<u32>,
-    /// Without a fixed rate: pace adaptively (unpaced until the first 429, then back off on
-    /// 429 and probe upwards on success) instead of sending unpaced.
-    pub adaptive_pacing: bool,
-    /// HTTP timeouts.
-    pub timeouts: Timeouts,
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        Self {
-            max_operations: 50,
-            update_method: UpdateMethod::Put,
-            create_inactive: false,
-            retry: RetryPolicy::default(),
-            concurrency: 2,
-            requests_per_minute: None,
-            adaptive_pacing: false,
-            timeouts: Timeouts::default(),
-        }
-    }
-}
-
-/// Counters of one cycle.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CycleStats {
-    /// HTTP requests sent to the SCIM service (token requests excluded).
-    pub requests: u64,
-    /// Of which BulkRequests.
-    pub bulk_requests: u64,
-    /// Of which userName lookups.
-    pub lookups: u64,
-    /// Answers 429.
-    pub throttled: u64,
-    /// Answers 5xx.
-    pub server_errors: u64,
-    /// BulkRequests split after 413 or a whole-request 400.
-    pub splits: u64,
-}
-
-/// What a cycle did: one result per operation given, in the same order.
-#[derive(Debug, Clone, Default)]
-pub struct CycleReport {
-    /// Every operation with its outcome.
-    pub results: Vec<OperationResult>,
-    /// Counters.
-    pub stats: CycleStats,
-}
 
 /// Why a cycle could not run at all (nothing was sent).
 #[derive(Debug, thiserror::Error)]
@@ -207,12 +138,7 @@ impl Engine {
         operations: Vec<Operation>,
         deadline: Instant,
     ) -> Result<CycleReport, EngineError> {
-        let cycle = Cycle {
-            engine: self,
-            deadline,
-            stats: Stats::default(),
-            deferred_requests: AtomicU32::new(0),
-        };
+        let cycle = Cycle::new(self, deadline);
         if operations.is_empty() {
             return Ok(CycleReport::default());
         }
@@ -231,85 +157,7 @@ impl Engine {
             .collect();
         Ok(CycleReport {
             results,
-            stats: cycle.stats.snapshot(),
+            stats: cycle.stats(),
         })
-    }
-}
-
-#[derive(Default)]
-struct Stats {
-    requests: AtomicU64,
-    bulk_requests: AtomicU64,
-    lookups: AtomicU64,
-    throttled: AtomicU64,
-    server_errors: AtomicU64,
-    splits: AtomicU64,
-}
-
-impl Stats {
-    fn snapshot(&self) -> CycleStats {
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        CycleStats {
-            requests: get(&self.requests),
-            bulk_requests: get(&self.bulk_requests),
-            lookups: get(&self.lookups),
-            throttled: get(&self.throttled),
-            server_errors: get(&self.server_errors),
-            splits: get(&self.splits),
-        }
-    }
-}
-
-/// State of one running cycle.
-struct Cycle<'a> {
-    engine: &'a Engine,
-    deadline: Instant,
-    stats: Stats,
-    deferred_requests: AtomicU32,
-}
-
-impl Cycle<'_> {
-    /// The limits in force: discovery's, as updated if /Bulk turned out to be missing.
-    async fn limits(&self) -> ProviderLimits {
-        let current = *self.engine.limits.lock().await;
-        current.unwrap_or_else(|| ProviderLimits::without_bulk(self.engine.config.max_operations))
-    }
-
-    /// A retryable outcome for `op`, or a failure once its attempts are used up.
-    fn retry(
-        &self,
-        op: &Operation,
-        status: Option<u16>,
-        reason: &str,
-        retry_after: Option<Duration>,
-    ) -> Outcome {
-        let policy = &self.engine.config.retry;
-        let attempts = op.attempt + 1;
-        if !policy.may_retry(attempts) {
-            return Outcome::Failed {
-                status,
-                scim_type: None,
-                detail: format!("gave up after {attempts} attempts; last error: {reason}"),
-            };
-        }
-        // A poisoned lock only means a panic elsewhere; the RNG state is still usable.
-        let mut rng = self.engine.rng.lock().unwrap_or_else(|e| e.into_inner());
-        Outcome::Retry {
-            status,
-            reason: reason.to_string(),
-            delay: policy.delay(op.attempt, retry_after, &mut **rng),
-        }
-    }
-
-    fn all_retry(
-        &self,
-        ops: &[Operation],
-        status: Option<u16>,
-        reason: &str,
-        retry_after: Option<Duration>,
-    ) -> Vec<Outcome> {
-        ops.iter()
-            .map(|op| self.retry(op, status, reason, retry_after))
-            .collect()
     }
 }

@@ -5,8 +5,9 @@ use std::borrow::Cow;
 use serde_json::json;
 
 use super::classify::{failure_detail, is_retryable};
+use super::cycle::Cycle;
 use super::dispatch::LookupResult;
-use super::{Cycle, UpdateMethod};
+use super::UpdateMethod;
 use crate::mask::mask_email;
 use crate::operation::{Operation, Outcome};
 use crate::scim::request::{Document, SubOp, SubReply, SubResult, Verb};
