@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod lambda;
+pub mod ledger;
 pub mod logging;
 pub mod mask;
 pub mod operation;

@@ -8,6 +8,8 @@ pub mod discovery;
 pub mod filter;
 pub mod http;
 pub mod json;
+pub mod list;
+pub mod managed;
 pub mod request;
 pub mod resource;
 pub mod schema;

@@ -1,0 +1,384 @@
+//! The ledger in a DynamoDB table (`LEDGER_TABLE`): partition key `pk` = `tenant#<tenant id>`,
+//! sort key `sk` = `user#<folded userName>` for users and `meta` for the tenant. Reads are
+//! batched (BatchGetItem, 100 keys a call); writes go through TransactWriteItems (100 updates a
+//! call), whose per-item conditions make claims atomic: of two invocations claiming one user
+//! with different source times, the newer wins whatever the order.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, TransactWriteItem, Update};
+use futures_util::future::BoxFuture;
+
+use super::{Confirmed, Ledger, LedgerError, TenantMeta, UserEntry};
+
+/// Keys per BatchGetItem call (the service's limit).
+const GET_BATCH: usize = 100;
+/// Actions per TransactWriteItems call (the service's limit).
+const WRITE_BATCH: usize = 100;
+/// Rounds of unprocessed keys or conflicting transactions tried again before giving up.
+const ROUNDS: usize = 8;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// The ledger in one DynamoDB table.
+#[derive(Debug, Clone)]
+pub struct DynamoLedger {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl DynamoLedger {
+    /// A ledger in `table`.
+    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    fn error(&self, action: &'static str, reason: String) -> LedgerError {
+        LedgerError::Store {
+            store: format!("DynamoDB table {}", self.table),
+            action,
+            reason,
+        }
+    }
+
+    fn key(tenant: &str, sk: String) -> Item {
+        HashMap::from([
+            (
+                "pk".to_string(),
+                AttributeValue::S(format!("tenant#{tenant}")),
+            ),
+            ("sk".to_string(), AttributeValue::S(sk)),
+        ])
+    }
+
+    fn user_key(tenant: &str, key: &str) -> Item {
+        Self::key(tenant, format!("user#{key}"))
+    }
+
+    async fn batch_get(&self, keys: Vec<Item>) -> Result<Vec<Item>, LedgerError> {
+        let mut found = Vec::new();
+        let mut pending = keys;
+        for _ in 0..ROUNDS {
+            if pending.is_empty() {
+                return Ok(found);
+            }
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(std::mem::take(&mut pending)))
+                .consistent_read(true)
+                .build()
+                .map_err(|e| self.error("read", e.to_string()))?;
+            let output = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, request)
+                .send()
+                .await
+                .map_err(|e| self.error("read", crate::aws::error_text(&e)))?;
+            if let Some(items) = output.responses.and_then(|mut r| r.remove(&self.table)) {
+                found.extend(items);
+            }
+            if let Some(mut unprocessed) = output.unprocessed_keys {
+                if let Some(rest) = unprocessed.remove(&self.table) {
+                    pending = rest.keys;
+                }
+            }
+        }
+        if pending.is_empty() {
+            Ok(found)
+        } else {
+            Err(self.error("read", format!("{} keys stayed unprocessed", pending.len())))
+        }
+    }
+
+    /// Runs the updates in transactions of at most 100; returns the indices (into `updates`)
+    /// whose condition failed. A transaction cancelled for another item's condition or a
+    /// conflict is sent again without the items that failed.
+    async fn transact(&self, updates: Vec<Update>) -> Result<Vec<usize>, LedgerError> {
+        let mut failed = Vec::new();
+        let indexed: Vec<(usize, Update)> = updates.into_iter().enumerate().collect();
+        for chunk in indexed.chunks(WRITE_BATCH) {
+            let mut pending: Vec<(usize, Update)> = chunk.to_vec();
+            let mut rounds = 0;
+            while !pending.is_empty() {
+                rounds += 1;
+                if rounds > ROUNDS {
+                    return Err(self.error("written", "transactions kept conflicting".into()));
+                }
+                let items = pending
+                    .iter()
+                    .map(|(_, u)| TransactWriteItem::builder().update(u.clone()).build())
+                    .collect();
+                let sent = self
+                    .client
+                    .transact_write_items()
+                    .set_transact_items(Some(items))
+                    .send()
+                    .await;
+                let error = match sent {
+                    Ok(_) => break,
+                    Err(error) => error,
+                };
+                let reasons: Vec<Option<String>> = match error.as_service_error() {
+                    Some(TransactWriteItemsError::TransactionCanceledException(e)) => e
+                        .cancellation_reasons()
+                        .iter()
+                        .map(|r| r.code().map(str::to_string))
+                        .collect(),
+                    _ => return Err(self.error("written", crate::aws::error_text(&error))),
+                };
+                if reasons.len() != pending.len() {
+                    // No per-item reasons: try each item alone to tell them apart.
+                    for (index, update) in std::mem::take(&mut pending) {
+                        if !self.update_one(update).await? {
+                            failed.push(index);
+                        }
+                    }
+                    break;
+                }
+                let mut retry = Vec::new();
+                for ((index, update), reason) in pending.into_iter().zip(reasons) {
+                    match reason.as_deref() {
+                        Some("ConditionalCheckFailed") => failed.push(index),
+                        _ => retry.push((index, update)),
+                    }
+                }
+                pending = retry;
+            }
+        }
+        failed.sort_unstable();
+        Ok(failed)
+    }
+
+    /// One conditional update; false if its condition failed.
+    async fn update_one(&self, update: Update) -> Result<bool, LedgerError> {
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(update.table_name)
+            .set_key(Some(update.key))
+            .update_expression(update.update_expression)
+            .set_condition_expression(update.condition_expression)
+            .set_expression_attribute_names(update.expression_attribute_names);
+        request = request.set_expression_attribute_values(update.expression_attribute_values);
+        match request.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if crate::aws::error_code(&e) == Some("ConditionalCheckFailedException") => {
+                Ok(false)
+            }
+            Err(e) => Err(self.error("written", crate::aws::error_text(&e))),
+        }
+    }
+
+    fn update(&self, key: Item) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {
+        Update::builder().table_name(&self.table).set_key(Some(key))
+    }
+}
+
+fn s(value: &str) -> AttributeValue {
+    AttributeValue::S(value.to_string())
+}
+
+fn n(value: u64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn text(item: &Item, name: &str) -> Option<String> {
+    match item.get(name) {
+        Some(AttributeValue::S(v)) => Some(v.clone()),
+        _ => None,
+    }
+}
+
+fn number(item: &Item, name: &str) -> Option<u64> {
+    match item.get(name) {
+        Some(AttributeValue::N(v)) => v.parse().ok(),
+        _ => None,
+    }
+}
+
+fn boolean(item: &Item, name: &str) -> Option<bool> {
+    match item.get(name) {
+        Some(AttributeValue::Bool(v)) => Some(*v),
+        _ => None,
+    }
+}
+
+/// A user entry from its item; None for an item that is not a user's.
+fn entry(item: &Item) -> Option<UserEntry> {
+    let key = text(item, "sk")?.strip_prefix("user#")?.to_string();
+    Some(UserEntry {
+        key,
+        id: text(item, "id"),
+        user_name: text(item, "user_name"),
+        external_id: text(item, "external_id"),
+        fingerprint: text(item, "fingerprint"),
+        active: boolean(item, "active"),
+        managed: boolean(item, "managed").unwrap_or(false),
+        applied_at: number(item, "applied_at"),
+    })
+}
+
+impl Ledger for DynamoLedger {
+    fn get<'a>(
+        &'a self,
+        tenant: &'a str,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<HashMap<String, UserEntry>, LedgerError>> {
+        Box::pin(async move {
+            let mut unique: Vec<&String> = keys.iter().collect();
+            unique.sort_unstable();
+            unique.dedup();
+            let mut found = HashMap::new();
+            for chunk in unique.chunks(GET_BATCH) {
+                let request = chunk.iter().map(|k| Self::user_key(tenant, k)).collect();
+                for item in self.batch_get(request).await? {
+                    if let Some(e) = entry(&item) {
+                        found.insert(e.key.clone(), e);
+                    }
+                }
+            }
+            Ok(found)
+        })
+    }
+
+    fn claim<'a>(
+        &'a self,
+        tenant: &'a str,
+        claims: &'a [(String, u64)],
+    ) -> BoxFuture<'a, Result<Vec<String>, LedgerError>> {
+        Box::pin(async move {
+            let mut updates = Vec::with_capacity(claims.len());
+            for (key, at) in claims {
+                let update = self
+                    .update(Self::user_key(tenant, key))
+                    .update_expression("SET applied_at = :at")
+                    .condition_expression("attribute_not_exists(applied_at) OR applied_at <= :at")
+                    .expression_attribute_values(":at", n(*at))
+                    .build()
+                    .map_err(|e| self.error("written", e.to_string()))?;
+                updates.push(update);
+            }
+            let lost = self.transact(updates).await?;
+            Ok(lost.into_iter().map(|i| claims[i].0.clone()).collect())
+        })
+    }
+
+    fn confirm<'a>(
+        &'a self,
+        tenant: &'a str,
+        users: &'a [Confirmed],
+        managed: bool,
+    ) -> BoxFuture<'a, Result<(), LedgerError>> {
+        Box::pin(async move {
+            let managed_expression = if managed {
+                "managed = :managed"
+            } else {
+                "managed = if_not_exists(managed, :managed)"
+            };
+            let mut updates = Vec::with_capacity(users.len());
+            for c in users {
+                let mut set = format!(
+                    "SET #id = :id, user_name = :user_name, fingerprint = :fingerprint, \
+                     active = :active, {managed_expression}"
+                );
+                let mut builder = self
+                    .update(Self::user_key(tenant, &c.key))
+                    .expression_attribute_names("#id", "id")
+                    .expression_attribute_values(":id", s(&c.id))
+                    .expression_attribute_values(":user_name", s(&c.user_name))
+                    .expression_attribute_values(":fingerprint", s(&c.fingerprint))
+                    .expression_attribute_values(":active", AttributeValue::Bool(c.active))
+                    .expression_attribute_values(":managed", AttributeValue::Bool(managed));
+                match &c.external_id {
+                    Some(external_id) => {
+                        set.push_str(", external_id = :external_id");
+                        builder =
+                            builder.expression_attribute_values(":external_id", s(external_id));
+                    }
+                    None => set.push_str(" REMOVE external_id"),
+                }
+                let update = builder
+                    .update_expression(set)
+                    .build()
+                    .map_err(|e| self.error("written", e.to_string()))?;
+                updates.push(update);
+            }
+            // No conditions: nothing can fail but the call itself.
+            self.transact(updates).await.map(|_| ())
+        })
+    }
+
+    fn all<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, Result<Vec<UserEntry>, LedgerError>> {
+        Box::pin(async move {
+            let mut entries = Vec::new();
+            let mut start: Option<Item> = None;
+            loop {
+                let output = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("pk = :pk AND begins_with(sk, :user)")
+                    .expression_attribute_values(":pk", s(&format!("tenant#{tenant}")))
+                    .expression_attribute_values(":user", s("user#"))
+                    .consistent_read(true)
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(|e| self.error("read", crate::aws::error_text(&e)))?;
+                entries.extend(output.items().iter().filter_map(entry));
+                match output.last_evaluated_key {
+                    Some(key) if !key.is_empty() => start = Some(key),
+                    _ => return Ok(entries),
+                }
+            }
+        })
+    }
+
+    fn meta<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, Result<TenantMeta, LedgerError>> {
+        Box::pin(async move {
+            let output = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(Self::key(tenant, "meta".into())))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| self.error("read", crate::aws::error_text(&e)))?;
+            Ok(output
+                .item
+                .map_or_else(TenantMeta::default, |item| TenantMeta {
+                    listed_at: number(&item, "listed_at"),
+                    patch_form: text(&item, "patch_form"),
+                }))
+        })
+    }
+
+    fn set_meta<'a>(
+        &'a self,
+        tenant: &'a str,
+        meta: &'a TenantMeta,
+    ) -> BoxFuture<'a, Result<(), LedgerError>> {
+        Box::pin(async move {
+            let mut item = Self::key(tenant, "meta".into());
+            if let Some(at) = meta.listed_at {
+                item.insert("listed_at".into(), n(at));
+            }
+            if let Some(form) = &meta.patch_form {
+                item.insert("patch_form".into(), s(form));
+            }
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .send()
+                .await
+                .map_err(|e| self.error("written", crate::aws::error_text(&e)))?;
+            Ok(())
+        })
+    }
+}

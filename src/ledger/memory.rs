@@ -1,0 +1,196 @@
+//! The ledger kept in the process: for the CLI (optionally loaded from and saved to a JSON file
+//! with `--ledger FILE`) and for tests that need no DynamoDB.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use futures_util::future::{self, BoxFuture};
+use serde::{Deserialize, Serialize};
+
+use super::{Confirmed, Ledger, LedgerError, TenantMeta, UserEntry};
+
+/// One tenant's entries, as kept in memory and in the file.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct TenantState {
+    #[serde(default)]
+    listed_at: Option<u64>,
+    #[serde(default)]
+    patch_form: Option<String>,
+    #[serde(default)]
+    users: BTreeMap<String, StoredUser>,
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct StoredUser {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    external_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fingerprint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    active: Option<bool>,
+    #[serde(default)]
+    managed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    applied_at: Option<u64>,
+}
+
+impl StoredUser {
+    fn entry(&self, key: &str) -> UserEntry {
+        UserEntry {
+            key: key.to_string(),
+            id: self.id.clone(),
+            user_name: self.user_name.clone(),
+            external_id: self.external_id.clone(),
+            fingerprint: self.fingerprint.clone(),
+            active: self.active,
+            managed: self.managed,
+            applied_at: self.applied_at,
+        }
+    }
+}
+
+/// A ledger in memory, optionally backed by a JSON file.
+#[derive(Debug, Default)]
+pub struct MemoryLedger {
+    tenants: Mutex<HashMap<String, TenantState>>,
+    file: Option<PathBuf>,
+}
+
+impl MemoryLedger {
+    /// An empty ledger that lives as long as the process.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A ledger loaded from `path` (empty if the file does not exist yet), saved there by
+    /// [`MemoryLedger::save`].
+    pub fn open(path: &Path) -> Result<Self, LedgerError> {
+        let error = |action, reason: String| LedgerError::Store {
+            store: path.display().to_string(),
+            action,
+            reason,
+        };
+        let tenants = match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| error("read", format!("not a ledger file: {e}")))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
+            Err(e) => return Err(error("read", e.to_string())),
+        };
+        Ok(Self {
+            tenants: Mutex::new(tenants),
+            file: Some(path.to_path_buf()),
+        })
+    }
+
+    /// Writes the ledger to its file (a temporary file renamed over it, so a crash leaves the
+    /// old or the new one whole); nothing to do without a file.
+    pub fn save(&self) -> Result<(), LedgerError> {
+        let Some(path) = &self.file else {
+            return Ok(());
+        };
+        let error = |reason: String| LedgerError::Store {
+            store: path.display().to_string(),
+            action: "written",
+            reason,
+        };
+        let bytes = serde_json::to_vec(&*self.lock()).map_err(|e| error(e.to_string()))?;
+        let temporary = path.with_extension("tmp");
+        std::fs::write(&temporary, bytes).map_err(|e| error(e.to_string()))?;
+        std::fs::rename(&temporary, path).map_err(|e| error(e.to_string()))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, TenantState>> {
+        // Every update below is a few field assignments: a panic cannot leave one half done.
+        self.tenants.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Ledger for MemoryLedger {
+    fn get<'a>(
+        &'a self,
+        tenant: &'a str,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<HashMap<String, UserEntry>, LedgerError>> {
+        let tenants = self.lock();
+        let found = tenants.get(tenant).map_or_else(HashMap::new, |t| {
+            keys.iter()
+                .filter_map(|k| t.users.get(k).map(|u| (k.clone(), u.entry(k))))
+                .collect()
+        });
+        Box::pin(future::ready(Ok(found)))
+    }
+
+    fn claim<'a>(
+        &'a self,
+        tenant: &'a str,
+        claims: &'a [(String, u64)],
+    ) -> BoxFuture<'a, Result<Vec<String>, LedgerError>> {
+        let mut tenants = self.lock();
+        let state = tenants.entry(tenant.to_string()).or_default();
+        let mut lost = Vec::new();
+        for (key, at) in claims {
+            let user = state.users.entry(key.clone()).or_default();
+            match user.applied_at {
+                Some(applied) if applied > *at => lost.push(key.clone()),
+                _ => user.applied_at = Some(*at),
+            }
+        }
+        Box::pin(future::ready(Ok(lost)))
+    }
+
+    fn confirm<'a>(
+        &'a self,
+        tenant: &'a str,
+        users: &'a [Confirmed],
+        managed: bool,
+    ) -> BoxFuture<'a, Result<(), LedgerError>> {
+        let mut tenants = self.lock();
+        let state = tenants.entry(tenant.to_string()).or_default();
+        for c in users {
+            let user = state.users.entry(c.key.clone()).or_default();
+            user.id = Some(c.id.clone());
+            user.user_name = Some(c.user_name.clone());
+            user.external_id = c.external_id.clone();
+            user.fingerprint = Some(c.fingerprint.clone());
+            user.active = Some(c.active);
+            user.managed |= managed;
+        }
+        Box::pin(future::ready(Ok(())))
+    }
+
+    fn all<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, Result<Vec<UserEntry>, LedgerError>> {
+        let tenants = self.lock();
+        let all = tenants.get(tenant).map_or_else(Vec::new, |t| {
+            t.users.iter().map(|(k, u)| u.entry(k)).collect()
+        });
+        Box::pin(future::ready(Ok(all)))
+    }
+
+    fn meta<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, Result<TenantMeta, LedgerError>> {
+        let tenants = self.lock();
+        let meta = tenants
+            .get(tenant)
+            .map_or_else(TenantMeta::default, |t| TenantMeta {
+                listed_at: t.listed_at,
+                patch_form: t.patch_form.clone(),
+            });
+        Box::pin(future::ready(Ok(meta)))
+    }
+
+    fn set_meta<'a>(
+        &'a self,
+        tenant: &'a str,
+        meta: &'a TenantMeta,
+    ) -> BoxFuture<'a, Result<(), LedgerError>> {
+        let mut tenants = self.lock();
+        let state = tenants.entry(tenant.to_string()).or_default();
+        state.listed_at = meta.listed_at;
+        state.patch_form = meta.patch_form.clone();
+        Box::pin(future::ready(Ok(())))
+    }
+}

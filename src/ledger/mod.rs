@@ -1,0 +1,139 @@
+//! The ledger: what this deployment knows of the tenant — each user's id, the tenant's spelling
+//! of the userName, a fingerprint of the managed attributes last confirmed, whether this
+//! deployment manages the user, and the source time of the last operation applied — so that
+//! users are matched case-insensitively whatever the server does, unchanged users get no
+//! write, and an older operation never overwrites a newer one.
+//!
+//! The port is [`Ledger`]; [`memory::MemoryLedger`] keeps it in the process (the CLI, optionally
+//! saved to a file) and [`dynamodb::DynamoLedger`] in a DynamoDB table (the Lambda function).
+
+pub mod dynamodb;
+pub mod memory;
+
+use std::collections::HashMap;
+
+use futures_util::future::BoxFuture;
+
+/// What the ledger knows of one user of one tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UserEntry {
+    /// The userName folded (`crate::user::user_name_key`): the key.
+    pub key: String,
+    /// The SCIM id; None while only claimed by an operation not yet applied.
+    pub id: Option<String>,
+    /// The tenant's spelling of the userName.
+    pub user_name: Option<String>,
+    /// `externalId`, a secondary key.
+    pub external_id: Option<String>,
+    /// Fingerprint of the managed attributes the tenant holds, as last confirmed
+    /// (`crate::scim::managed::Managed::fingerprint`).
+    pub fingerprint: Option<String>,
+    /// Whether the user is active in the tenant, as last confirmed.
+    pub active: Option<bool>,
+    /// Whether this deployment created or updated the user (full sync only touches these).
+    pub managed: bool,
+    /// Source time (ms since the Unix epoch) of the newest operation applied or claimed.
+    pub applied_at: Option<u64>,
+}
+
+/// What the ledger knows of the tenant as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TenantMeta {
+    /// When the tenant was last listed in full (ms since the Unix epoch); None: never.
+    pub listed_at: Option<u64>,
+    /// The deactivation PATCH form that worked last ("path" or "value").
+    pub patch_form: Option<String>,
+}
+
+/// A user's state as confirmed by the tenant (after a write, or seen in a listing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Confirmed {
+    /// The userName folded.
+    pub key: String,
+    /// The SCIM id.
+    pub id: String,
+    /// The tenant's spelling of the userName.
+    pub user_name: String,
+    /// `externalId`, when known.
+    pub external_id: Option<String>,
+    /// Fingerprint of the managed attributes the tenant now holds.
+    pub fingerprint: String,
+    /// Whether the user is active.
+    pub active: bool,
+}
+
+/// Why the ledger could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The store answered with an error or could not be reached.
+    #[error("the ledger ({store}) could not be {action}: {reason}")]
+    Store {
+        /// Which store (table name, file path).
+        store: String,
+        /// What was being done ("read", "written").
+        action: &'static str,
+        /// What went wrong, without item contents.
+        reason: String,
+    },
+}
+
+/// Where the tool keeps its memory of the tenant. Every method takes the tenant's id
+/// ([`tenant_id`]) so that one store can serve several tenants.
+pub trait Ledger: Send + Sync {
+    /// The entries of these keys that exist.
+    fn get<'a>(
+        &'a self,
+        tenant: &'a str,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<HashMap<String, UserEntry>, LedgerError>>;
+
+    /// Claims each user for an operation of source time `at`, atomically per user: a claim
+    /// succeeds if no newer operation was applied or claimed. Returns the keys whose claim
+    /// lost (superseded by newer data).
+    fn claim<'a>(
+        &'a self,
+        tenant: &'a str,
+        claims: &'a [(String, u64)],
+    ) -> BoxFuture<'a, Result<Vec<String>, LedgerError>>;
+
+    /// Records users as the tenant now holds them; `managed` marks them as provisioned by
+    /// this deployment (a listing passes false, which leaves an earlier true as it is).
+    fn confirm<'a>(
+        &'a self,
+        tenant: &'a str,
+        users: &'a [Confirmed],
+        managed: bool,
+    ) -> BoxFuture<'a, Result<(), LedgerError>>;
+
+    /// Every user entry of the tenant.
+    fn all<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, Result<Vec<UserEntry>, LedgerError>>;
+
+    /// What is known of the tenant.
+    fn meta<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, Result<TenantMeta, LedgerError>>;
+
+    /// Replaces what is known of the tenant.
+    fn set_meta<'a>(
+        &'a self,
+        tenant: &'a str,
+        meta: &'a TenantMeta,
+    ) -> BoxFuture<'a, Result<(), LedgerError>>;
+}
+
+/// The id under which a tenant's entries are kept: its SCIM base URL, lowercased, without a
+/// trailing slash (the same tenant reached by two spellings of its URL is one tenant).
+pub fn tenant_id(base_url: &str) -> String {
+    base_url.trim().trim_end_matches('/').to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_ids_ignore_case_and_trailing_slashes() {
+        assert_eq!(
+            tenant_id("https://Tenant.example/scim/v2/"),
+            tenant_id("https://tenant.example/scim/v2")
+        );
+    }
+}
