@@ -1,12 +1,26 @@
 """Checks of template.yaml that cfn-lint does not make (run by tests/template.rs).
 
-Usage: python infra/check_template.py template.yaml ../shared/CONTRACT.md
+Usage: python infra/check_template.py template.yaml README.md
+       python infra/check_template.py --json template.yaml   (the decoded template as JSON, for
+       tests/template.rs, which checks the function's permissions against the code's AWS calls)
+
+The second file carries the contract (the README's "## The contract" section): the
+repository's own copy, so the checks need nothing outside the repository.
 """
+import json
 import re
 import sys
 import unittest
 
 from cfnlint.decode import decode_str
+
+if sys.argv[1] == "--json":
+    with open(sys.argv[2], encoding="utf-8") as f:
+        decoded, problems = decode_str(f.read())
+    if problems:
+        sys.exit(f"{sys.argv[2]} cannot be decoded: {problems}")
+    json.dump(decoded, sys.stdout)
+    sys.exit(0)
 
 TEMPLATE, CONTRACT = sys.argv[1], sys.argv[2]
 with open(TEMPLATE, encoding="utf-8") as f:
@@ -54,6 +68,50 @@ class Template(unittest.TestCase):
         alarm = RESOURCES["DeadLetterAlarm"]["Properties"]
         self.assertEqual(alarm["Dimensions"][0]["Value"], {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]})
 
+    def test_failed_async_invocations_and_undelivered_events_are_kept(self):
+        queue = RESOURCES["FailedEventsQueue"]
+        self.assertEqual(queue["Type"], "AWS::SQS::Queue")
+        self.assertEqual(queue["Properties"]["MessageRetentionPeriod"], 1209600)
+        self.assertIs(queue["Properties"]["SqsManagedSseEnabled"], True)
+        arn = {"Fn::GetAtt": ["FailedEventsQueue", "Arn"]}
+        # Lambda's on-failure destination for S3 and EventBridge (asynchronous) invocations.
+        config = FUNCTION["EventInvokeConfig"]
+        self.assertEqual(config["DestinationConfig"]["OnFailure"], {"Type": "SQS", "Destination": arn})
+        self.assertLessEqual(config["MaximumRetryAttempts"], 2)
+        statements = [s for p in FUNCTION["Policies"] for s in p["Statement"] if "Effect" in s]
+        self.assertTrue([s for s in statements if s["Action"] == "sqs:SendMessage" and s["Resource"] == arn])
+        # Every EventBridge rule that invokes the function keeps what it could not deliver.
+        rules = [n for n, r in RESOURCES.items() if r["Type"] == "AWS::Events::Rule"]
+        self.assertGreaterEqual(len(rules), 2)
+        for name in rules:
+            for target in RESOURCES[name]["Properties"]["Targets"]:
+                self.assertEqual(target["DeadLetterConfig"], {"Arn": arn}, name)
+                self.assertGreater(target["RetryPolicy"]["MaximumRetryAttempts"], 0, name)
+                self.assertIn("MaximumEventAgeInSeconds", target["RetryPolicy"], name)
+        # EventBridge may send to that queue, from those rules only (whichever the stack creates).
+        policy = RESOURCES["FailedEventsQueuePolicy"]
+        self.assertEqual(policy["Properties"]["Queues"], [{"Ref": "FailedEventsQueue"}])
+        [statement] = policy["Properties"]["PolicyDocument"]["Statement"]
+        self.assertEqual(statement["Principal"], {"Service": "events.amazonaws.com"})
+        self.assertEqual(statement["Action"], "sqs:SendMessage")
+        self.assertEqual(statement["Resource"], arn)
+        sources = statement["Condition"]["ArnEquals"]["aws:SourceArn"]
+        expected = [
+            {"Fn::If": [RESOURCES[n]["Condition"], {"Fn::GetAtt": [n, "Arn"]}, {"Ref": "AWS::NoValue"}]}
+            for n in rules
+        ]
+        self.assertCountEqual(sources, expected)
+        # The policy exists exactly when one of the rules does (an empty SourceArn list is invalid).
+        rule_conditions = sorted(RESOURCES[n]["Condition"] for n in rules)
+        either = T["Conditions"][policy["Condition"]]["Fn::Or"]
+        self.assertEqual(sorted(c["Condition"] for c in either), rule_conditions)
+        # Alarmed like the dead-letter queue.
+        alarm = RESOURCES["FailedEventsAlarm"]["Properties"]
+        self.assertEqual(alarm["Dimensions"][0]["Value"], {"Fn::GetAtt": ["FailedEventsQueue", "QueueName"]})
+        dlq_alarm = RESOURCES["DeadLetterAlarm"]["Properties"]
+        for key in ("MetricName", "Threshold", "ComparisonOperator", "AlarmActions"):
+            self.assertEqual(alarm[key], dlq_alarm[key], key)
+
     def test_every_ref_and_getatt_target_exists(self):
         names = set(RESOURCES) | set(T["Parameters"])
         pseudo = {"AWS::StackId", "AWS::Region", "AWS::AccountId", "AWS::Partition", "AWS::NoValue", "AWS::StackName", "AWS::URLSuffix"}
@@ -86,18 +144,21 @@ class Template(unittest.TestCase):
 
     def test_environment_matches_the_contract(self):
         with open(CONTRACT, encoding="utf-8") as f:
-            contract = f.read()
-        table = contract.split("## Function environment", 1)[1].split("\n## ", 1)[0]
-        documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", table))
+            text = f.read()
+        self.assertIn("\n## The contract\n", text, f"{CONTRACT} has no '## The contract' section")
+        contract = text.split("\n## The contract\n", 1)[1].split("\n## ", 1)[0]
+        self.assertIn("\n### Function environment\n", contract)
+        # Both tables of the subsection: the contract's variables and the documented extensions.
+        tables = contract.split("\n### Function environment\n", 1)[1].split("\n### ", 1)[0]
+        first_cells = re.findall(r"^\|([^|]*)\|", tables, re.M)
+        documented = {name for cell in first_cells for name in re.findall(r"`([A-Z][A-Z0-9_]+)", cell)}
+        for required in ("SCIM_SECRET_ID", "WORK_QUEUE_URL", "REPORT_BUCKET", "MAX_ATTEMPTS"):
+            self.assertIn(required, documented)
         env = set(FUNCTION["Environment"]["Variables"])
         for required in ("SCIM_SECRET_ID", "WORK_QUEUE_URL", "REPORT_BUCKET", "MAX_ATTEMPTS"):
             self.assertIn(required, env)
-        self.assertIn("SCIM_SECRET_ID", documented)
-        # Anything the template sets is either in the contract or a documented extension in the README.
-        with open("README.md", encoding="utf-8") as f:
-            readme = f.read()
-        for name in env:
-            self.assertTrue(name in documented or f"`{name}`" in readme, name)
+        # Everything the template sets is a variable the contract documents.
+        self.assertFalse(env - documented, sorted(env - documented))
 
     def test_arm64_is_the_default_and_build_method_is_cargo_lambda(self):
         self.assertEqual(T["Parameters"]["Architecture"]["Default"], "arm64")
