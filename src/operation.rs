@@ -25,6 +25,11 @@ pub struct Operation {
     /// The last retryable error, carried so an exhausted operation can say why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// When its source was written (ms since the Unix epoch: the S3 object's event time, the
+    /// producer message's `SentTimestamp`); an older operation never overwrites a newer one.
+    /// None: unknown (no ordering).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_time: Option<u64>,
 }
 
 impl Operation {
@@ -37,7 +42,14 @@ impl Operation {
             row,
             first_seen: unix_now(),
             last_error: None,
+            source_time: None,
         }
+    }
+
+    /// The operation with its source's time (ms since the Unix epoch).
+    pub fn with_source_time(mut self, millis: u64) -> Self {
+        self.source_time = Some(millis);
+        self
     }
 }
 

@@ -4,6 +4,7 @@
 mod classify;
 mod config;
 mod cycle;
+pub mod decide;
 mod dispatch;
 mod lookup;
 mod phases;

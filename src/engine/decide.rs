@@ -1,0 +1,210 @@
+//! The one decision table: what to do with an operation, given what the ledger (or the
+//! tenant's listing) knows of its user. The cycle and `provision --dry-run` both use it.
+
+use crate::ledger::UserEntry;
+use crate::operation::Operation;
+use crate::scim::managed::Managed;
+
+/// What to do with one operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Not known in the tenant: create it (a 409 falls back to a lookup and an update).
+    Create,
+    /// In the tenant with other values for the managed attributes: update them.
+    Update {
+        /// The user's SCIM id.
+        id: String,
+    },
+    /// In the tenant and active, while the file says it left: deactivate it.
+    Deactivate {
+        /// The user's SCIM id.
+        id: String,
+    },
+    /// Not known in the tenant and inactive in the file: look it up by userName, deactivate
+    /// it if found.
+    Find,
+    /// Nothing to send, for this reason.
+    Skip(&'static str),
+    /// The tenant already holds what the file says.
+    Unchanged {
+        /// The user's SCIM id.
+        id: String,
+    },
+    /// A newer operation for this user was applied: this one is skipped.
+    Superseded,
+}
+
+/// Why an inactive user not in the tenant is not sent.
+pub const NOTHING_TO_DEACTIVATE: &str =
+    "no user with this userName exists, so there is nothing to deactivate";
+
+/// Why an operation older than the last applied one is not sent.
+pub const SUPERSEDED: &str = "superseded by newer data";
+
+/// What the tenant can be asked, beyond the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    /// Create users that arrive inactive (default: skip them).
+    pub create_inactive: bool,
+    /// Whether `filter=userName eq` can find a user the ledger does not know.
+    pub filter_supported: bool,
+}
+
+/// The decision for `op`, given the ledger's `entry` for its user (None: not known).
+pub fn decide(op: &Operation, entry: Option<&UserEntry>, rules: Rules) -> Decision {
+    if let (Some(applied), Some(at)) = (entry.and_then(|e| e.applied_at), op.source_time) {
+        if applied > at {
+            return Decision::Superseded;
+        }
+    }
+    let user = &op.user;
+    let known = entry.and_then(|e| e.id.as_deref().map(|id| (e, id)));
+    match known {
+        Some((e, id)) => {
+            let id = id.to_string();
+            let wanted = Managed::of_user(user).fingerprint();
+            if e.fingerprint.as_deref() == Some(wanted.as_str()) {
+                Decision::Unchanged { id }
+            } else if user.active {
+                Decision::Update { id }
+            } else if e.active == Some(false) {
+                Decision::Unchanged { id }
+            } else {
+                Decision::Deactivate { id }
+            }
+        }
+        None if user.active || rules.create_inactive => Decision::Create,
+        None if rules.filter_supported => Decision::Find,
+        None => Decision::Skip(NOTHING_TO_DEACTIVATE),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::user::sample;
+
+    const RULES: Rules = Rules {
+        create_inactive: false,
+        filter_supported: true,
+    };
+
+    fn op(active: bool, at: Option<u64>) -> Operation {
+        let mut user = sample("ada@example.com");
+        user.active = active;
+        let op = Operation::new(user, "test", None);
+        match at {
+            Some(at) => op.with_source_time(at),
+            None => op,
+        }
+    }
+
+    fn known(op: &Operation, same: bool, active: bool, applied_at: Option<u64>) -> UserEntry {
+        let mut user = op.user.clone();
+        if !same {
+            user.title = Some("Old title".into());
+        }
+        user.active = active;
+        UserEntry {
+            key: user.key(),
+            id: Some("id-1".into()),
+            fingerprint: Some(Managed::of_user(&user).fingerprint()),
+            active: Some(active),
+            applied_at,
+            ..UserEntry::default()
+        }
+    }
+
+    #[test]
+    fn the_table() {
+        let id = || "id-1".to_string();
+        let active = op(true, Some(100));
+        let leaver = op(false, Some(100));
+        let cases: Vec<(&Operation, Option<UserEntry>, Rules, Decision)> = vec![
+            (&active, None, RULES, Decision::Create),
+            (
+                &active,
+                Some(known(&active, true, true, Some(50))),
+                RULES,
+                Decision::Unchanged { id: id() },
+            ),
+            (
+                &active,
+                Some(known(&active, false, true, None)),
+                RULES,
+                Decision::Update { id: id() },
+            ),
+            // Inactive in the tenant, active in the file: reactivated by an update.
+            (
+                &active,
+                Some(known(&active, true, false, None)),
+                RULES,
+                Decision::Update { id: id() },
+            ),
+            (
+                &active,
+                Some(known(&active, true, true, Some(101))),
+                RULES,
+                Decision::Superseded,
+            ),
+            // The same time is the same operation retried (or the same file rerun): not older.
+            (
+                &active,
+                Some(known(&active, false, true, Some(100))),
+                RULES,
+                Decision::Update { id: id() },
+            ),
+            (
+                &leaver,
+                Some(known(&leaver, false, true, None)),
+                RULES,
+                Decision::Deactivate { id: id() },
+            ),
+            (
+                &leaver,
+                Some(known(&leaver, false, false, None)),
+                RULES,
+                Decision::Unchanged { id: id() },
+            ),
+            (&leaver, None, RULES, Decision::Find),
+            (
+                &leaver,
+                None,
+                Rules {
+                    filter_supported: false,
+                    ..RULES
+                },
+                Decision::Skip(NOTHING_TO_DEACTIVATE),
+            ),
+            (
+                &leaver,
+                None,
+                Rules {
+                    create_inactive: true,
+                    ..RULES
+                },
+                Decision::Create,
+            ),
+            // A claim without an id (an operation that never got through) is not a user.
+            (
+                &active,
+                Some(UserEntry {
+                    applied_at: Some(90),
+                    ..UserEntry::default()
+                }),
+                RULES,
+                Decision::Create,
+            ),
+        ];
+        for (k, (op, entry, rules, expected)) in cases.into_iter().enumerate() {
+            assert_eq!(decide(op, entry.as_ref(), rules), expected, "case {k}");
+        }
+        // Without a source time there is no order to keep.
+        let untimed = op(true, None);
+        let entry = known(&untimed, false, true, Some(500));
+        assert_eq!(
+            decide(&untimed, Some(&entry), RULES),
+            Decision::Update { id: id() }
+        );
+    }
+}
