@@ -68,6 +68,30 @@ class Template(unittest.TestCase):
         alarm = RESOURCES["DeadLetterAlarm"]["Properties"]
         self.assertEqual(alarm["Dimensions"][0]["Value"], {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]})
 
+    def test_the_ledger_table_is_durable_encrypted_and_on_demand(self):
+        table = RESOURCES["LedgerTable"]
+        self.assertEqual(table["Type"], "AWS::DynamoDB::Table")
+        self.assertEqual((table["DeletionPolicy"], table["UpdateReplacePolicy"]), ("Retain", "Retain"))
+        props = table["Properties"]
+        self.assertEqual(props["BillingMode"], "PAY_PER_REQUEST")
+        self.assertEqual(
+            sorted((k["AttributeName"], k["KeyType"]) for k in props["KeySchema"]),
+            [("pk", "HASH"), ("sk", "RANGE")],
+        )
+        self.assertEqual({a["AttributeName"]: a["AttributeType"] for a in props["AttributeDefinitions"]},
+                         {"pk": "S", "sk": "S"})
+        self.assertIs(props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"], True)
+        self.assertIs(props["SSESpecification"]["SSEEnabled"], True)
+        self.assertEqual(props["TimeToLiveSpecification"], {"AttributeName": "ttl", "Enabled": True})
+        self.assertEqual(FUNCTION["Environment"]["Variables"]["LEDGER_TABLE"], {"Ref": "LedgerTable"})
+        # Least privilege: the ledger's actions on that table only, and no scan or delete.
+        statements = [s for p in FUNCTION["Policies"] for s in p["Statement"] if "Effect" in s]
+        ledger = [s for s in statements if any(str(a).startswith("dynamodb:") for a in s["Action"])]
+        self.assertEqual(len(ledger), 1)
+        self.assertEqual(ledger[0]["Resource"], {"Fn::GetAtt": ["LedgerTable", "Arn"]})
+        for action in ledger[0]["Action"]:
+            self.assertNotIn(action, ("dynamodb:*", "dynamodb:Scan", "dynamodb:DeleteItem", "dynamodb:DeleteTable"))
+
     def test_failed_async_invocations_and_undelivered_events_are_kept(self):
         queue = RESOURCES["FailedEventsQueue"]
         self.assertEqual(queue["Type"], "AWS::SQS::Queue")

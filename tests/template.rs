@@ -171,6 +171,8 @@ enum Target {
     WorkQueue,
     /// The secret of `SCIM_SECRET_ID`.
     Secret,
+    /// The table of `LEDGER_TABLE`.
+    Ledger,
 }
 
 /// Every SDK operation the function may call. A call found in src/ and missing here fails the
@@ -212,6 +214,17 @@ const GRANTS: &[(&str, &[&str], Target)] = &[
         "get_secret_value",
         &["secretsmanager:GetSecretValue"],
         Target::Secret,
+    ),
+    ("get_item", &["dynamodb:GetItem"], Target::Ledger),
+    ("batch_get_item", &["dynamodb:BatchGetItem"], Target::Ledger),
+    ("put_item", &["dynamodb:PutItem"], Target::Ledger),
+    ("update_item", &["dynamodb:UpdateItem"], Target::Ledger),
+    ("query", &["dynamodb:Query"], Target::Ledger),
+    // Authorized as the actions it holds: the ledger's transactions hold updates only.
+    (
+        "transact_write_items",
+        &["dynamodb:UpdateItem"],
+        Target::Ledger,
     ),
 ];
 
@@ -355,6 +368,7 @@ struct Deployment {
     report_bucket: String,
     queue_arn: String,
     secret_arn: String,
+    ledger_arn: String,
     kms_key: Option<String>,
 }
 
@@ -471,6 +485,10 @@ impl Deployment {
             report_bucket: env_var("REPORT_BUCKET"),
             queue_arn: format!("arn:aws:sqs:{region}:{account}:{queue}"),
             secret_arn: secret_id,
+            ledger_arn: format!(
+                "arn:aws:dynamodb:{region}:{account}:table/{}",
+                env_var("LEDGER_TABLE")
+            ),
             kms_key,
         }
     }
@@ -497,6 +515,7 @@ impl Deployment {
                 .collect(),
             Target::WorkQueue => vec![Request::new(self.queue_arn.clone())],
             Target::Secret => vec![Request::new(self.secret_arn.clone())],
+            Target::Ledger => vec![Request::new(self.ledger_arn.clone())],
         }
     }
 
@@ -699,6 +718,12 @@ impl<'t> Cfn<'t> {
             ("AWS::SQS::Queue", "QueueName") => name.to_string(),
             ("AWS::SQS::Queue", "QueueUrl") => self.reference(name),
             ("AWS::S3::Bucket", "Arn") => format!("arn:aws:s3:::{}", self.reference(name)),
+            ("AWS::DynamoDB::Table", "Arn") => {
+                format!(
+                    "arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{}",
+                    self.reference(name)
+                )
+            }
             ("AWS::Events::Rule", "Arn") => {
                 format!("arn:aws:events:{REGION}:{ACCOUNT}:rule/{name}")
             }

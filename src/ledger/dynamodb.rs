@@ -155,16 +155,18 @@ impl DynamoLedger {
 
     /// One conditional update; false if its condition failed.
     async fn update_one(&self, update: Update) -> Result<bool, LedgerError> {
-        let mut request = self
+        let sent = self
             .client
             .update_item()
             .table_name(update.table_name)
             .set_key(Some(update.key))
             .update_expression(update.update_expression)
             .set_condition_expression(update.condition_expression)
-            .set_expression_attribute_names(update.expression_attribute_names);
-        request = request.set_expression_attribute_values(update.expression_attribute_values);
-        match request.send().await {
+            .set_expression_attribute_names(update.expression_attribute_names)
+            .set_expression_attribute_values(update.expression_attribute_values)
+            .send()
+            .await;
+        match sent {
             Ok(_) => Ok(true),
             Err(e) if crate::aws::error_code(&e) == Some("ConditionalCheckFailedException") => {
                 Ok(false)
