@@ -215,6 +215,7 @@ fn transform(path: &Path, stage: Stage) -> Counts {
         bulk: true,
         max_operations: MAX_OPERATIONS,
         max_payload_size: DEFAULT_MAX_PAYLOAD,
+        filter: true,
     };
     let file = File::open(path).expect("open the input");
     if stage == Stage::FirstPass {

@@ -74,6 +74,11 @@ pub enum Outcome {
         /// Server-assigned id.
         id: String,
     },
+    /// The user already held what the operation asked: nothing was written.
+    Unchanged {
+        /// Server-assigned id.
+        id: String,
+    },
     /// The user existed and was deactivated (PATCH active false).
     Deactivated {
         /// Server-assigned id.
@@ -117,6 +122,7 @@ impl Outcome {
         match self {
             Outcome::Created { .. } => "created",
             Outcome::Updated { .. } => "updated",
+            Outcome::Unchanged { .. } => "unchanged",
             Outcome::Deactivated { .. } => "deactivated",
             Outcome::Skipped { .. } => "skipped",
             Outcome::Failed { .. } => "failed",

@@ -32,6 +32,8 @@ pub struct Summary {
     pub created: u64,
     /// Existing users updated.
     pub updated: u64,
+    /// Users that already held the file's values: nothing was written.
+    pub unchanged: u64,
     /// Users deactivated.
     pub deactivated: u64,
     /// Operations skipped, with a reason in the report.
@@ -55,6 +57,7 @@ impl Summary {
     pub fn add(&mut self, other: &Summary) {
         self.created += other.created;
         self.updated += other.updated;
+        self.unchanged += other.unchanged;
         self.deactivated += other.deactivated;
         self.skipped += other.skipped;
         self.failed += other.failed;
@@ -69,6 +72,7 @@ impl Summary {
         let slot = match outcome {
             Outcome::Created { .. } => &mut self.created,
             Outcome::Updated { .. } => &mut self.updated,
+            Outcome::Unchanged { .. } => &mut self.unchanged,
             Outcome::Deactivated { .. } => &mut self.deactivated,
             Outcome::Skipped { .. } => &mut self.skipped,
             Outcome::Failed { .. } => &mut self.failed,

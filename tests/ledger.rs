@@ -151,6 +151,25 @@ async fn conformance(ledger: Arc<dyn Ledger>) {
         .unwrap()[&racer];
     assert_eq!(racer_entry.applied_at, Some(115));
 
+    // Forgetting keeps the claim, drops the rest.
+    ledger
+        .forget(TENANT, std::slice::from_ref(&fresh))
+        .await
+        .unwrap();
+    let forgotten = &ledger
+        .get(TENANT, std::slice::from_ref(&fresh))
+        .await
+        .unwrap()[&fresh];
+    assert_eq!(
+        (
+            forgotten.id.as_deref(),
+            forgotten.fingerprint.as_deref(),
+            forgotten.managed,
+            forgotten.applied_at
+        ),
+        (None, None, false, Some(7))
+    );
+
     // The tenant's meta.
     let meta = TenantMeta {
         listed_at: Some(42),

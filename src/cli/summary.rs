@@ -139,6 +139,7 @@ impl RunSummary {
         row("rows read", thousands(self.rows), "");
         row("created", thousands(c.created), "");
         row("updated", thousands(c.updated), "");
+        row("unchanged", thousands(c.unchanged), "");
         row("deactivated", thousands(c.deactivated), "");
         row("skipped", thousands(c.skipped), "");
         row("failed", thousands(c.failed), "");

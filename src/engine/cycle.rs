@@ -66,6 +66,8 @@ pub(super) struct Cycle<'a> {
     pub(super) stats: Stats,
     /// Requests not sent in this cycle (rate or deadline), for the warning at its end.
     pub(super) deferred_requests: AtomicU32,
+    /// The tenant's id in the engine's ledger, when it has one.
+    pub(super) tenant: Option<String>,
 }
 
 impl<'a> Cycle<'a> {
@@ -76,7 +78,13 @@ impl<'a> Cycle<'a> {
             deadline,
             stats: Stats::default(),
             deferred_requests: AtomicU32::new(0),
+            tenant: None,
         }
+    }
+
+    /// The cycle with the tenant's id in the ledger (None: no ledger).
+    pub(super) fn for_tenant(self, tenant: Option<String>) -> Self {
+        Self { tenant, ..self }
     }
 
     /// The counters so far.

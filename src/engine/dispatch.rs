@@ -1,5 +1,6 @@
 //! Sending sub-operations within a cycle's budget: as BulkRequests (chunked, split on 413 or a
-//! whole-request 400) or, on servers without Bulk, one request per resource; and userName lookups.
+//! whole-request 400) or, on servers without Bulk, one request per resource; the admission and
+//! counting of every request (reads included, `reads.rs`).
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -12,20 +13,12 @@ use super::classify::{is_retryable, rate_signal, RateSignal};
 use super::cycle::Cycle;
 use crate::rate_limit::Admission;
 use crate::scim::bulk;
-use crate::scim::filter::user_name_eq;
 use crate::scim::http::{Reply, SendError};
 use crate::scim::request::{SubOp, SubResult};
-use crate::scim::resource::{read_lookup, read_reply, Lookup};
+use crate::scim::resource::read_reply;
 
 /// The least time before the deadline worth starting a request in.
 const MIN_REQUEST_WINDOW: Duration = Duration::from_secs(2);
-
-/// What a lookup found, or why it could not tell.
-#[derive(Debug, Clone)]
-pub(crate) enum LookupResult {
-    Answer(Lookup),
-    Failed(SubResult),
-}
 
 enum BulkOutcome {
     Done(Vec<(usize, SubResult)>),
@@ -36,7 +29,7 @@ enum BulkOutcome {
 impl Cycle<'_> {
     /// Waits for a request slot and returns it (the instant the request is sent), or says how
     /// long to defer.
-    async fn admit(&self) -> Result<Instant, SubResult> {
+    pub(super) async fn admit(&self) -> Result<Instant, SubResult> {
         let engine = self.engine;
         let deferred = self.deferred_requests.load(Ordering::Relaxed);
         // A request is sent if it has at least this long before the deadline; its timeout is
@@ -59,7 +52,7 @@ impl Cycle<'_> {
     }
 
     /// Counts an answer to a request sent at `sent`, and tells the rate limiter how it went.
-    fn count(&self, sent: Instant, status: u16) {
+    pub(super) fn count(&self, sent: Instant, status: u16) {
         if status == 429 {
             self.stats.throttled.fetch_add(1, Ordering::Relaxed);
         } else if (500..600).contains(&status) {
@@ -186,51 +179,6 @@ impl Cycle<'_> {
             Err(e) => transient_from(e),
         }
     }
-
-    /// Looks up users by userName, `concurrency` at a time; `names` pairs keys with userNames.
-    pub(crate) async fn lookups(&self, names: Vec<(usize, String)>) -> Vec<(usize, LookupResult)> {
-        stream::iter(names)
-            .map(|(key, name)| async move { (key, self.lookup(&name).await) })
-            .buffer_unordered(self.engine.config.concurrency.max(1))
-            .collect()
-            .await
-    }
-
-    async fn lookup(&self, user_name: &str) -> LookupResult {
-        let sent_at = match self.admit().await {
-            Ok(at) => at,
-            Err(deferred) => return LookupResult::Failed(deferred),
-        };
-        self.stats.lookups.fetch_add(1, Ordering::Relaxed);
-        let filter = user_name_eq(user_name);
-        let sent = self
-            .engine
-            .http
-            .send(
-                Method::GET,
-                "/Users",
-                &[("filter", filter.as_str())],
-                None,
-                Some(self.deadline),
-            )
-            .await;
-        let reply = match sent {
-            Ok(reply) => reply,
-            Err(e) => return LookupResult::Failed(transient_from(e)),
-        };
-        self.count(sent_at, reply.status);
-        if reply.status != 200 {
-            return LookupResult::Failed(reply_result(&reply));
-        }
-        match read_lookup(&reply.body, user_name) {
-            Some(found) => LookupResult::Answer(found),
-            None => LookupResult::Failed(SubResult::Transient {
-                status: Some(200),
-                reason: "the userName lookup's answer is not a SCIM ListResponse".into(),
-                retry_after: reply.retry_after,
-            }),
-        }
-    }
 }
 
 fn split_into_chunks(
@@ -249,7 +197,7 @@ fn all(chunk: &[SubOp], result: SubResult) -> Vec<(usize, SubResult)> {
 }
 
 /// A whole answer as the result of its sub-operation(s): retryable statuses become transient.
-fn reply_result(reply: &Reply) -> SubResult {
+pub(super) fn reply_result(reply: &Reply) -> SubResult {
     if is_retryable(reply.status) {
         return SubResult::Transient {
             status: Some(reply.status),
@@ -271,7 +219,7 @@ fn reply_result(reply: &Reply) -> SubResult {
     read_reply(reply)
 }
 
-fn transient_from(error: SendError) -> SubResult {
+pub(super) fn transient_from(error: SendError) -> SubResult {
     SubResult::Transient {
         status: None,
         reason: error.to_string(),

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::classify::failure_detail;
 use super::cycle::Cycle;
-use super::dispatch::LookupResult;
+use super::reads::LookupResult;
 use super::Engine;
 use crate::scim::request::SubResult;
 use crate::scim::resource::Lookup;
@@ -40,7 +40,9 @@ impl Engine {
             retry_after,
         };
         match found.map(|(_, result)| result) {
-            Some(LookupResult::Answer(Lookup::Found(id))) => Ok(Some(id)),
+            Some(LookupResult::Answer(Lookup::Found(resource))) => {
+                Ok(resource["id"].as_str().map(str::to_string))
+            }
             Some(LookupResult::Answer(Lookup::NotFound)) => Ok(None),
             Some(LookupResult::Answer(Lookup::Ambiguous(n))) => Err(failed(
                 Some(200),

@@ -8,7 +8,11 @@ pub mod decide;
 mod dispatch;
 mod lookup;
 mod phases;
+mod reads;
+pub mod tenant;
 
+use std::collections::HashSet;
+use std::sync::atomic::AtomicU8;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,6 +20,7 @@ use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use serde_json::Value;
 
+use crate::ledger::Ledger;
 use crate::operation::{Operation, OperationResult};
 use crate::rate_limit::RateLimiter;
 use crate::scim::auth::AuthError;
@@ -48,6 +53,12 @@ pub struct Engine {
     limits: tokio::sync::Mutex<Option<ProviderLimits>>,
     limiter: RateLimiter,
     rng: Mutex<Box<dyn RngCore + Send>>,
+    /// The memory of the tenant, when there is one.
+    ledger: Option<Arc<dyn Ledger>>,
+    /// Tenants known to be listed in the ledger (checked once per process).
+    listed: tokio::sync::Mutex<HashSet<String>>,
+    /// The deactivation PATCH form to try first ([`tenant::PatchForm`]).
+    patch_form: AtomicU8,
 }
 
 impl Engine {
@@ -64,6 +75,9 @@ impl Engine {
             http,
             limits: tokio::sync::Mutex::new(None),
             rng: Mutex::new(Box::new(StdRng::from_os_rng())),
+            ledger: None,
+            listed: tokio::sync::Mutex::new(HashSet::new()),
+            patch_form: AtomicU8::new(0),
         })
     }
 
@@ -139,16 +153,22 @@ impl Engine {
         operations: Vec<Operation>,
         deadline: Instant,
     ) -> Result<CycleReport, EngineError> {
-        let cycle = Cycle::new(self, deadline);
+        let mut cycle = Cycle::new(self, deadline);
         if operations.is_empty() {
             return Ok(CycleReport::default());
         }
         let outcomes = match self.http.base_url().await {
             Err(e) if !e.is_transient() => return Err(e.into()),
             Err(e) => cycle.all_retry(&operations, None, &e.to_string(), None),
-            Ok(_) => match self.discover().await {
+            Ok(base_url) => match self.discover().await {
                 Err(reason) => cycle.all_retry(&operations, None, &reason, None),
-                Ok(_) => cycle.run(&operations).await,
+                Ok(_) => match self.prepare_tenant(&base_url, deadline).await {
+                    Err(reason) => cycle.all_retry(&operations, None, &reason, None),
+                    Ok(tenant) => {
+                        cycle = cycle.for_tenant(tenant);
+                        cycle.run(&operations).await
+                    }
+                },
             },
         };
         let results = operations

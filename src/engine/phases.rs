@@ -1,24 +1,33 @@
-//! The phases of a cycle: create, look up what exists, update or deactivate it.
+//! The phases of a cycle: decide each operation against what the ledger knows ([`decide`]),
+//! create the new users, find or fetch the existing ones, then update (managed attributes
+//! only) or deactivate them, and record in the ledger what the tenant now holds.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::classify::{failure_detail, is_retryable};
 use super::cycle::Cycle;
-use super::dispatch::LookupResult;
+use super::decide::{decide, Decision, Rules, NOTHING_TO_DEACTIVATE, SUPERSEDED};
+use super::reads::{FetchResult, LookupResult};
+use super::tenant::PatchForm;
 use super::UpdateMethod;
+use crate::ledger::Confirmed;
 use crate::mask::mask_email;
 use crate::operation::{Operation, Outcome};
+use crate::scim::managed::{merge_into, patch_operations, Managed};
 use crate::scim::request::{Document, SubOp, SubReply, SubResult, Verb};
 use crate::scim::resource::Lookup;
 use crate::scim::schema::PATCH_OP;
 
-/// What the update phase does for a user found by lookup.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Update {
-    Replace,
-    Deactivate,
+/// A write of the update phase, and what to fall back to if the server refuses it.
+struct Write {
+    key: usize,
+    id: String,
+    /// The tenant's resource, when fetched (the PUT fallback of a refused PATCH needs it).
+    resource: Option<Value>,
+    deactivate: bool,
 }
 
 impl Cycle<'_> {
@@ -26,26 +35,76 @@ impl Cycle<'_> {
     pub(super) async fn run(&self, ops: &[Operation]) -> Vec<Outcome> {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; ops.len()];
         supersede_duplicates(ops, &mut outcomes);
-        let create_inactive = self.engine.config.create_inactive;
+        let limits = self.limits().await;
+        let rules = Rules {
+            create_inactive: self.engine.config.create_inactive,
+            filter_supported: limits.filter,
+        };
+        let live: Vec<usize> = (0..ops.len()).filter(|&k| outcomes[k].is_none()).collect();
+        let entries = match self.entries(ops, &live).await {
+            Ok(entries) => entries,
+            Err(reason) => {
+                for &k in &live {
+                    outcomes[k] = Some(self.retry(&ops[k], None, &reason, None));
+                }
+                return self.finish(ops, outcomes);
+            }
+        };
+        let mut plan: Vec<(usize, Decision)> = live
+            .iter()
+            .map(|&k| (k, decide(&ops[k], entries.get(&ops[k].user.key()), rules)))
+            .collect();
+        if let Err(reason) = self.claim(ops, &entries, &mut plan).await {
+            for &k in &live {
+                outcomes[k] = Some(self.retry(&ops[k], None, &reason, None));
+            }
+            return self.finish(ops, outcomes);
+        }
 
-        // Phase 1: create active users (and inactive ones if so configured); 409 means "exists".
-        let creates: Vec<SubOp> = (0..ops.len())
-            .filter(|&k| outcomes[k].is_none() && (ops[k].user.active || create_inactive))
-            .map(|k| SubOp {
+        let mut confirmed = Vec::new();
+        let (mut creates, mut finds, mut fetches, mut writes) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (k, decision) in plan {
+            match decision {
+                Decision::Create => creates.push(k),
+                Decision::Find => finds.push(k),
+                Decision::Update { id } => fetches.push((k, id)),
+                Decision::Deactivate { id } => writes.push(Write {
+                    key: k,
+                    id,
+                    resource: None,
+                    deactivate: true,
+                }),
+                Decision::Skip(reason) => outcomes[k] = Some(skipped(reason)),
+                Decision::Superseded => outcomes[k] = Some(skipped(SUPERSEDED)),
+                Decision::Unchanged { id } => {
+                    // Known to the ledger, but not as managed yet: it is now.
+                    if entries.get(&ops[k].user.key()).is_some_and(|e| !e.managed) {
+                        confirmed.push(confirmation(&ops[k], &id, None));
+                    }
+                    outcomes[k] = Some(Outcome::Unchanged { id });
+                }
+            }
+        }
+
+        // Phase 1: create; 409 means the user exists after all.
+        let posts = creates
+            .iter()
+            .map(|&k| SubOp {
                 key: k,
                 verb: Verb::Post,
                 path: Cow::Borrowed("/Users"),
                 data: ops[k].user.to_document(None),
             })
             .collect();
-        let mut to_find: Vec<usize> = (0..ops.len())
-            .filter(|&k| outcomes[k].is_none() && !ops[k].user.active && !create_inactive)
-            .collect();
-        for (key, result) in self.dispatch(creates).await {
+        for (key, result) in self.dispatch(posts).await {
             match result {
                 SubResult::Reply(r) if (200..300).contains(&r.status) => {
                     outcomes[key] = Some(match r.resource_id() {
-                        Some(id) => Outcome::Created { id },
+                        Some(id) => {
+                            confirmed.push(confirmation(&ops[key], &id, r.body.as_ref()));
+                            Outcome::Created { id }
+                        }
                         // A success naming no resource proves nothing was created; sending it
                         // again is safe (an existing user answers 409 and is updated).
                         None => self.unsuccessful(
@@ -61,124 +120,215 @@ impl Cycle<'_> {
                         ),
                     });
                 }
-                SubResult::Reply(r) if r.status == 409 => to_find.push(key),
+                SubResult::Reply(r) if r.status == 409 => finds.push(key),
                 other => outcomes[key] = Some(self.unsuccessful(&ops[key], other)),
             }
         }
 
-        // Phase 2: look up who exists.
-        to_find.sort_unstable();
-        let names = to_find
+        // Phase 2: find the existing users (by userName, or by the id the ledger knows).
+        let mut found: Vec<(usize, Value)> = Vec::new();
+        finds.sort_unstable();
+        if !finds.is_empty() && !limits.filter {
+            self.relist().await;
+            for k in finds.drain(..) {
+                let reason = "the user exists in the tenant but the ledger does not know it and the service cannot filter by userName: the tenant will be listed again";
+                outcomes[k] = Some(self.retry(&ops[k], Some(409), reason, None));
+            }
+        }
+        let names = finds
             .iter()
             .map(|&k| (k, ops[k].user.user_name.clone()))
             .collect();
-        let mut updates = Vec::new();
-        for (key, found) in self.lookups(names).await {
+        for (key, result) in self.lookups(names).await {
             let op = &ops[key];
-            let action = if op.user.active {
-                Update::Replace
-            } else {
-                Update::Deactivate
-            };
-            match found {
-                LookupResult::Answer(Lookup::Found(id)) => {
-                    updates.push(self.update_op(key, op, &id, action))
+            outcomes[key] = match result {
+                LookupResult::Answer(Lookup::Found(resource)) => {
+                    found.push((key, resource));
+                    None
                 }
                 LookupResult::Answer(Lookup::NotFound)
-                    if action == Update::Deactivate && !create_inactive =>
+                    if !op.user.active && !rules.create_inactive =>
                 {
-                    outcomes[key] = Some(Outcome::Skipped {
-                        reason:
-                            "no user with this userName exists, so there is nothing to deactivate"
-                                .into(),
-                    });
+                    Some(skipped(NOTHING_TO_DEACTIVATE))
                 }
-                LookupResult::Answer(Lookup::NotFound) => {
-                    outcomes[key] = Some(Outcome::Failed {
-                        status: Some(409),
-                        scim_type: Some("uniqueness".into()),
-                        detail: "the service reported a conflict but has no user with this userName: another unique attribute (email, externalId) belongs to someone else".into(),
-                    });
+                LookupResult::Answer(Lookup::NotFound) => Some(Outcome::Failed {
+                    status: Some(409),
+                    scim_type: Some("uniqueness".into()),
+                    detail: "the service reported a conflict but has no user with this userName: another unique attribute (email, externalId) belongs to someone else".into(),
+                }),
+                LookupResult::Answer(Lookup::Ambiguous(n)) => Some(Outcome::Failed {
+                    status: Some(409),
+                    scim_type: Some("uniqueness".into()),
+                    detail: format!("{n} users match this userName case-insensitively; not guessing which to update"),
+                }),
+                LookupResult::Failed(result) => Some(self.unsuccessful(op, result)),
+            };
+        }
+        let mut gone = Vec::new();
+        for (key, result) in self.fetches(fetches).await {
+            match result {
+                FetchResult::Found(resource) => found.push((key, resource)),
+                FetchResult::Gone => {
+                    gone.push(ops[key].user.key());
+                    let reason = "the user the ledger knew is no longer in the tenant: it will be looked up again";
+                    outcomes[key] = Some(self.retry(&ops[key], Some(404), reason, None));
                 }
-                LookupResult::Answer(Lookup::Ambiguous(n)) => {
-                    outcomes[key] = Some(Outcome::Failed {
-                        status: Some(409),
-                        scim_type: Some("uniqueness".into()),
-                        detail: format!("{n} users match this userName case-insensitively; not guessing which to update"),
-                    });
+                FetchResult::Failed(result) => {
+                    outcomes[key] = Some(self.unsuccessful(&ops[key], result))
                 }
-                LookupResult::Failed(result) => outcomes[key] = Some(self.unsuccessful(op, result)),
+            }
+        }
+        self.forget(&gone).await;
+
+        // Phase 3: what each existing user needs: nothing, an update, or a deactivation.
+        for (key, resource) in found {
+            let op = &ops[key];
+            let Some(id) = resource["id"].as_str().map(str::to_string) else {
+                continue; // lookups keep only resources with an id; fetches answer for one
+            };
+            let current = Managed::of_resource(&resource);
+            let unchanged = if op.user.active {
+                Managed::of_user(&op.user).differences(&current).is_empty()
+            } else {
+                !current.active
+            };
+            if unchanged {
+                confirmed.push(confirmation(op, &id, Some(&resource)));
+                outcomes[key] = Some(Outcome::Unchanged { id });
+            } else {
+                writes.push(Write {
+                    key,
+                    id,
+                    deactivate: !op.user.active,
+                    resource: Some(resource),
+                });
             }
         }
 
-        // Phase 3: update or deactivate the users found.
-        for (key, result) in self.dispatch(updates).await {
-            let op = &ops[key];
-            outcomes[key] = Some(match result {
+        // Phase 4: the writes; a refused PATCH form is not sent again as is.
+        for (write, result) in self.write_all(ops, writes).await {
+            let op = &ops[write.key];
+            outcomes[write.key] = Some(match result {
                 SubResult::Reply(r) if (200..300).contains(&r.status) => {
-                    let id = r.resource_id().unwrap_or_default();
-                    if op.user.active {
-                        Outcome::Updated { id }
+                    let resource = r.body.as_ref().or(write.resource.as_ref());
+                    confirmed.push(confirmation(op, &write.id, resource));
+                    if write.deactivate {
+                        Outcome::Deactivated { id: write.id }
                     } else {
-                        Outcome::Deactivated { id }
+                        Outcome::Updated { id: write.id }
                     }
+                }
+                SubResult::Reply(r) if r.status == 404 && write.deactivate => {
+                    self.forget(&[op.user.key()]).await;
+                    skipped(NOTHING_TO_DEACTIVATE)
                 }
                 other => self.unsuccessful(op, other),
             });
         }
 
-        for (op, outcome) in ops.iter().zip(&outcomes) {
-            if let Some(o) = outcome {
-                tracing::debug!(user = %mask_email(&op.user.user_name), outcome = o.kind(), "operation done");
-            }
-        }
-        outcomes
-            .into_iter()
-            .enumerate()
-            .map(|(k, o)| {
-                o.unwrap_or_else(|| {
-                    // Every path above sets an outcome; this keeps an operation from vanishing if one is missed.
-                    self.retry(
-                        &ops[k],
-                        None,
-                        "no outcome was recorded for this operation",
-                        None,
-                    )
-                })
-            })
-            .collect()
+        self.confirm(&confirmed).await;
+        self.finish(ops, outcomes)
     }
 
-    fn update_op(&self, key: usize, op: &Operation, id: &str, action: Update) -> SubOp {
-        let path = format!("/Users/{id}");
-        let (verb, data) = match (action, self.engine.config.update_method) {
-            (Update::Deactivate, _) => (
-                Verb::Patch,
-                Document::from_value(
-                    &json!({"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "active", "value": false}]}),
-                ),
-            ),
-            (Update::Replace, UpdateMethod::Put) => (Verb::Put, op.user.to_document(Some(id))),
-            (Update::Replace, UpdateMethod::Patch) => (
-                Verb::Patch,
-                Document::from_json_bytes(
-                    [
-                        format!(
-                            r#"{{"schemas":["{PATCH_OP}"],"Operations":[{{"op":"replace","value":"#
-                        )
-                        .as_bytes(),
-                        op.user.attributes_document().as_bytes(),
-                        b"}]}",
-                    ]
-                    .concat(),
-                ),
-            ),
+    /// Sends the updates and deactivations. A form the server refuses (400, 500, 501) is sent
+    /// once more in the other form: a PATCH by explicit paths as a PUT of the merged resource,
+    /// a deactivation in the other PATCH form (remembered for the tenant when it works).
+    async fn write_all(&self, ops: &[Operation], writes: Vec<Write>) -> Vec<(Write, SubResult)> {
+        let form = self.patch_form();
+        let mut by_key: HashMap<usize, Write> = HashMap::new();
+        let mut subs = Vec::new();
+        for write in writes {
+            match self.write_op(&ops[write.key], &write, form) {
+                Some(sub) => subs.push(sub),
+                // PATCH with nothing to change cannot happen (phase 3 found a difference).
+                None => continue,
+            }
+            by_key.insert(write.key, write);
+        }
+        let mut done = Vec::new();
+        let mut again = Vec::new();
+        for (key, result) in self.dispatch(subs).await {
+            let refused =
+                matches!(&result, SubResult::Reply(r) if matches!(r.status, 400 | 500 | 501));
+            let Some(write) = by_key.remove(&key) else {
+                continue; // one result per sub-operation sent
+            };
+            let fallback = refused
+                .then(|| self.fallback_op(&ops[key], &write, form))
+                .flatten();
+            match fallback {
+                Some(sub) => {
+                    again.push(sub);
+                    by_key.insert(key, write);
+                }
+                None => done.push((write, result)),
+            }
+        }
+        let mut switched = false;
+        for (key, result) in self.dispatch(again).await {
+            let Some(write) = by_key.remove(&key) else {
+                continue;
+            };
+            let worked = matches!(&result, SubResult::Reply(r) if (200..300).contains(&r.status));
+            if write.deactivate && worked && !switched {
+                switched = true;
+                self.set_patch_form(form.other()).await;
+            }
+            done.push((write, result));
+        }
+        done
+    }
+
+    /// The request of a write in the current forms.
+    fn write_op(&self, op: &Operation, write: &Write, form: PatchForm) -> Option<SubOp> {
+        let path = user_path(&write.id);
+        if write.deactivate {
+            return Some(SubOp {
+                key: write.key,
+                verb: Verb::Patch,
+                path: Cow::Owned(path),
+                data: deactivation(form),
+            });
+        }
+        let resource = write.resource.as_ref()?;
+        let (verb, data) = match self.engine.config.update_method {
+            UpdateMethod::Put => (Verb::Put, put_body(resource, op)),
+            UpdateMethod::Patch => {
+                let operations = patch_operations(resource, &op.user);
+                if operations.is_empty() {
+                    return None;
+                }
+                let body = json!({"schemas": [PATCH_OP], "Operations": operations});
+                (Verb::Patch, Document::from_value(&body))
+            }
         };
-        SubOp {
-            key,
+        Some(SubOp {
+            key: write.key,
             verb,
             path: Cow::Owned(path),
             data,
+        })
+    }
+
+    /// The other form of a refused write, if there is one.
+    fn fallback_op(&self, op: &Operation, write: &Write, form: PatchForm) -> Option<SubOp> {
+        let path = Cow::Owned(user_path(&write.id));
+        if write.deactivate {
+            return Some(SubOp {
+                key: write.key,
+                verb: Verb::Patch,
+                path,
+                data: deactivation(form.other()),
+            });
+        }
+        match (self.engine.config.update_method, &write.resource) {
+            (UpdateMethod::Patch, Some(resource)) => Some(SubOp {
+                key: write.key,
+                verb: Verb::Put,
+                path,
+                data: put_body(resource, op),
+            }),
+            _ => None,
         }
     }
 
@@ -202,6 +352,62 @@ impl Cycle<'_> {
             SubResult::Reply(r) => permanent(&r),
         }
     }
+
+    /// Every operation's outcome; one left without (a path above missed it) is retried rather
+    /// than lost.
+    fn finish(&self, ops: &[Operation], outcomes: Vec<Option<Outcome>>) -> Vec<Outcome> {
+        outcomes
+            .into_iter()
+            .zip(ops)
+            .map(|(outcome, op)| {
+                let outcome = outcome.unwrap_or_else(|| {
+                    self.retry(op, None, "no outcome was recorded for this operation", None)
+                });
+                tracing::debug!(user = %mask_email(&op.user.user_name), outcome = outcome.kind(), "operation done");
+                outcome
+            })
+            .collect()
+    }
+}
+
+fn skipped(reason: &str) -> Outcome {
+    Outcome::Skipped {
+        reason: reason.into(),
+    }
+}
+
+/// What the ledger records for `op` once the tenant holds it; `resource` (the tenant's answer
+/// or the fetched resource) gives the tenant's userName spelling.
+fn confirmation(op: &Operation, id: &str, resource: Option<&Value>) -> Confirmed {
+    let user = &op.user;
+    let tenant_name = resource
+        .and_then(|r| r["userName"].as_str())
+        .filter(|name| crate::user::user_name_key(name) == user.key());
+    Confirmed {
+        key: user.key(),
+        id: id.to_string(),
+        user_name: tenant_name.unwrap_or(&user.user_name).to_string(),
+        external_id: user.external_id.clone(),
+        fingerprint: Managed::of_user(user).fingerprint(),
+        active: user.active,
+    }
+}
+
+/// `/Users/<id>` with the id escaped as a path segment.
+fn user_path(id: &str) -> String {
+    format!("/Users/{}", super::reads::escape_id(id))
+}
+
+fn put_body(resource: &Value, op: &Operation) -> Document {
+    Document::from_value(&merge_into(resource, &op.user))
+}
+
+fn deactivation(form: PatchForm) -> Document {
+    let operation = match form {
+        PatchForm::Path => json!({"op": "replace", "path": "active", "value": false}),
+        PatchForm::Value => json!({"op": "replace", "value": {"active": false}}),
+    };
+    Document::from_value(&json!({"schemas": [PATCH_OP], "Operations": [operation]}))
 }
 
 fn permanent(reply: &SubReply) -> Outcome {
@@ -212,17 +418,52 @@ fn permanent(reply: &SubReply) -> Outcome {
     }
 }
 
-/// Several operations for one userName (case-insensitively) in a cycle: the last one wins.
+/// Several operations for one userName (case-insensitively) in a cycle: the one from the
+/// newest source wins (the later one in the batch when their times are equal or unknown).
 fn supersede_duplicates(ops: &[Operation], outcomes: &mut [Option<Outcome>]) {
-    let mut last = std::collections::HashMap::new();
+    let mut winner: HashMap<String, usize> = HashMap::new();
     for (k, op) in ops.iter().enumerate() {
-        last.insert(op.user.key(), k);
+        let key = op.user.key();
+        let newer = match winner.get(&key) {
+            Some(&w) => op.source_time.unwrap_or(0) >= ops[w].source_time.unwrap_or(0),
+            None => true,
+        };
+        if newer {
+            winner.insert(key, k);
+        }
     }
     for (k, op) in ops.iter().enumerate() {
-        if last.get(&op.user.key()) != Some(&k) {
-            outcomes[k] = Some(Outcome::Skipped {
-                reason: "superseded by a later operation for the same userName".into(),
-            });
+        if winner.get(&op.user.key()) != Some(&k) {
+            outcomes[k] = Some(skipped(
+                "superseded by a later operation for the same userName",
+            ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::user::sample;
+
+    #[test]
+    fn the_newest_source_wins_within_a_batch() {
+        let op = |name: &str, at: Option<u64>| {
+            let op = Operation::new(sample(name), "test", None);
+            match at {
+                Some(at) => op.with_source_time(at),
+                None => op,
+            }
+        };
+        let ops = [
+            op("bob@example.com", Some(200)),
+            op("BOB@example.com", Some(100)),
+            op("ada@example.com", None),
+            op("Ada@example.com", None),
+        ];
+        let mut outcomes = vec![None; ops.len()];
+        supersede_duplicates(&ops, &mut outcomes);
+        let kept: Vec<bool> = outcomes.iter().map(Option::is_none).collect();
+        assert_eq!(kept, [true, false, false, true]);
     }
 }

@@ -337,6 +337,7 @@ fn log_summary(trigger: Option<Trigger>, s: &Summary, result: &Result<Value, Han
         trigger,
         created = s.created,
         updated = s.updated,
+        unchanged = s.unchanged,
         deactivated = s.deactivated,
         skipped = s.skipped,
         failed = s.failed,

@@ -314,6 +314,28 @@ impl Ledger for DynamoLedger {
         })
     }
 
+    fn forget<'a>(
+        &'a self,
+        tenant: &'a str,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<(), LedgerError>> {
+        Box::pin(async move {
+            let mut updates = Vec::with_capacity(keys.len());
+            for key in keys {
+                let update = self
+                    .update(Self::user_key(tenant, key))
+                    .update_expression(
+                        "REMOVE #id, user_name, external_id, fingerprint, active, managed",
+                    )
+                    .expression_attribute_names("#id", "id")
+                    .build()
+                    .map_err(|e| self.error("written", e.to_string()))?;
+                updates.push(update);
+            }
+            self.transact(updates).await.map(|_| ())
+        })
+    }
+
     fn all<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, Result<Vec<UserEntry>, LedgerError>> {
         Box::pin(async move {
             let mut entries = Vec::new();

@@ -163,6 +163,25 @@ impl Ledger for MemoryLedger {
         Box::pin(future::ready(Ok(())))
     }
 
+    fn forget<'a>(
+        &'a self,
+        tenant: &'a str,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<(), LedgerError>> {
+        let mut tenants = self.lock();
+        if let Some(state) = tenants.get_mut(tenant) {
+            for key in keys {
+                if let Some(user) = state.users.get_mut(key) {
+                    *user = StoredUser {
+                        applied_at: user.applied_at,
+                        ..StoredUser::default()
+                    };
+                }
+            }
+        }
+        Box::pin(future::ready(Ok(())))
+    }
+
     fn all<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, Result<Vec<UserEntry>, LedgerError>> {
         let tenants = self.lock();
         let all = tenants.get(tenant).map_or_else(Vec::new, |t| {

@@ -105,6 +105,14 @@ pub trait Ledger: Send + Sync {
         managed: bool,
     ) -> BoxFuture<'a, Result<(), LedgerError>>;
 
+    /// Forgets what is known of these users' ids and attributes (the tenant no longer has
+    /// them), keeping the time of the last operation applied.
+    fn forget<'a>(
+        &'a self,
+        tenant: &'a str,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<(), LedgerError>>;
+
     /// Every user entry of the tenant.
     fn all<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, Result<Vec<UserEntry>, LedgerError>>;
 

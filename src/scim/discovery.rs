@@ -11,6 +11,8 @@ pub struct ProviderLimits {
     pub max_operations: usize,
     /// Bytes per BulkRequest.
     pub max_payload_size: usize,
+    /// Whether `filter` works (`filter.supported`; assumed when the server does not say).
+    pub filter: bool,
 }
 
 /// Payload limit assumed when the server does not say (1 MiB, a common default).
@@ -23,6 +25,7 @@ impl ProviderLimits {
             bulk: false,
             max_operations: max_operations.max(1),
             max_payload_size: DEFAULT_MAX_PAYLOAD,
+            filter: true,
         }
     }
 
@@ -33,11 +36,12 @@ impl ProviderLimits {
             v.as_u64()
                 .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
         };
-        let supported = match &bulk["supported"] {
-            Value::Bool(b) => *b,
-            Value::String(s) => s.eq_ignore_ascii_case("true"),
-            _ => false,
+        let flag = |v: &Value| match v {
+            Value::Bool(b) => Some(*b),
+            Value::String(s) => Some(s.trim().eq_ignore_ascii_case("true")),
+            _ => None,
         };
+        let supported = flag(&bulk["supported"]).unwrap_or(false);
         let server_max = number(&bulk["maxOperations"]).filter(|n| *n > 0);
         let max_operations = server_max
             .map_or(configured_max, |n| (n as usize).min(configured_max))
@@ -49,6 +53,7 @@ impl ProviderLimits {
             bulk: supported,
             max_operations,
             max_payload_size,
+            filter: flag(&doc["filter"]["supported"]).unwrap_or(true),
         }
     }
 }
@@ -68,7 +73,8 @@ mod tests {
             ProviderLimits {
                 bulk: true,
                 max_operations: 50,
-                max_payload_size: 1_048_576
+                max_payload_size: 1_048_576,
+                filter: true,
             }
         );
         let doc = json!({"bulk": {"supported": true, "maxOperations": 10, "maxPayloadSize": 2000}});
@@ -86,5 +92,15 @@ mod tests {
         assert!(l.bulk);
         assert_eq!(l.max_operations, 50);
         assert_eq!(l.max_payload_size, DEFAULT_MAX_PAYLOAD);
+    }
+
+    #[test]
+    fn filter_support_is_assumed_unless_denied() {
+        assert!(ProviderLimits::from_config(&json!({}), 50).filter);
+        let denied = json!({"filter": {"supported": false, "maxResults": 0}});
+        assert!(!ProviderLimits::from_config(&denied, 50).filter);
+        assert!(
+            !ProviderLimits::from_config(&json!({"filter": {"supported": "false"}}), 50).filter
+        );
     }
 }

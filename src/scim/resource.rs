@@ -41,8 +41,9 @@ impl From<SubReply> for SubResult {
 /// The result of looking a user up by userName.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
-    /// Exactly one user has this userName (case-insensitively); its id.
-    Found(String),
+    /// Exactly one user has this userName (case-insensitively): the resource as listed (it
+    /// has an `id`).
+    Found(Value),
     /// No user has this userName.
     NotFound,
     /// Several users match case-insensitively; updating one would be a guess.
@@ -59,14 +60,14 @@ pub fn read_lookup(body: &[u8], user_name: &str) -> Option<Lookup> {
         _ => return None,
     };
     let wanted = user_name_key(user_name);
-    let ids: Vec<&str> = resources
+    let found: Vec<&Value> = resources
         .iter()
         .filter(|r| r["userName"].as_str().map(user_name_key).as_deref() == Some(wanted.as_str()))
-        .filter_map(|r| r["id"].as_str())
+        .filter(|r| r["id"].is_string())
         .collect();
-    Some(match ids.as_slice() {
+    Some(match found.as_slice() {
         [] => Lookup::NotFound,
-        [id] => Lookup::Found(id.to_string()),
+        [resource] => Lookup::Found((*resource).clone()),
         many => Lookup::Ambiguous(many.len()),
     })
 }
@@ -131,7 +132,9 @@ mod tests {
         .to_string();
         assert_eq!(
             read_lookup(body.as_bytes(), "ada@example.com"),
-            Some(Lookup::Found("1".into()))
+            Some(Lookup::Found(
+                json!({"id": "1", "userName": "Ada@Example.com"})
+            ))
         );
         assert_eq!(
             read_lookup(br#"{"totalResults": 0}"#, "x"),

@@ -41,6 +41,7 @@ fn chunks_respect_both_limits() {
         bulk: true,
         max_operations: 5,
         max_payload_size: 1_000_000,
+        filter: true,
     };
     let chunks = chunk(&ops, &limits);
     assert_eq!(chunks.len(), 5);

@@ -1,0 +1,401 @@
+//! The engine's memory of the tenant (the ledger, when it has one): the tenant listed into it on
+//! first contact and on reconcile, each cycle's entries, claims in source-time order, what the
+//! tenant holds after each write, and the deactivation PATCH form that works for the tenant.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::cycle::Cycle;
+use super::decide::Decision;
+use super::Engine;
+use crate::ledger::{Confirmed, Ledger, TenantMeta, UserEntry};
+use crate::mask::mask_email;
+use crate::operation::{unix_now, Operation};
+use crate::scim::managed::Managed;
+use crate::scim::request::SubResult;
+use crate::user::user_name_key;
+
+/// Pages a listing reads at most (a server that never ends its pages must not hold a cycle).
+const MAX_PAGES: u64 = 100_000;
+
+/// The two ways of deactivating with PATCH; servers accept one or the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchForm {
+    /// `{"op":"replace","path":"active","value":false}`.
+    Path,
+    /// `{"op":"replace","value":{"active":false}}`.
+    Value,
+}
+
+impl PatchForm {
+    /// The form to try when this one is refused.
+    pub fn other(self) -> Self {
+        match self {
+            PatchForm::Path => PatchForm::Value,
+            PatchForm::Value => PatchForm::Path,
+        }
+    }
+
+    /// Its name in the ledger.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PatchForm::Path => "path",
+            PatchForm::Value => "value",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "path" => Some(PatchForm::Path),
+            "value" => Some(PatchForm::Value),
+            _ => None,
+        }
+    }
+
+    pub(super) fn to_u8(self) -> u8 {
+        match self {
+            PatchForm::Path => 0,
+            PatchForm::Value => 1,
+        }
+    }
+
+    pub(super) fn from_u8(n: u8) -> Self {
+        if n == 1 {
+            PatchForm::Value
+        } else {
+            PatchForm::Path
+        }
+    }
+}
+
+/// What a listing of the tenant found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// Users listed (with an id and a userName).
+    pub users: u64,
+    /// userNames held by several users case-insensitively (left out of the ledger).
+    pub ambiguous: u64,
+    /// Users this deployment manages whose managed attributes were changed in the tenant by
+    /// someone else since they were last written (masked userNames).
+    pub drift: Vec<String>,
+    /// Requests sent.
+    pub requests: u64,
+}
+
+/// Why the tenant could not be listed.
+#[derive(Debug, thiserror::Error)]
+#[error("the tenant could not be listed: {0}")]
+pub struct ListingError(pub String);
+
+impl Engine {
+    /// The engine with a ledger: matching, unchanged users and order as the ledger allows.
+    pub fn with_ledger(self, ledger: Arc<dyn Ledger>) -> Self {
+        Self {
+            ledger: Some(ledger),
+            ..self
+        }
+    }
+
+    /// Whether the engine keeps a ledger.
+    pub fn has_ledger(&self) -> bool {
+        self.ledger.is_some()
+    }
+
+    /// The ledger's tenant id for the current credentials, once the tenant is listed in it
+    /// (listing it now on first contact); None without a ledger.
+    pub(super) async fn prepare_tenant(
+        &self,
+        base_url: &str,
+        deadline: Instant,
+    ) -> Result<Option<String>, String> {
+        let Some(ledger) = &self.ledger else {
+            return Ok(None);
+        };
+        let tenant = crate::ledger::tenant_id(base_url);
+        let mut ready = self.listed.lock().await;
+        if ready.contains(&tenant) {
+            return Ok(Some(tenant));
+        }
+        let meta = ledger.meta(&tenant).await.map_err(|e| e.to_string())?;
+        if let Some(form) = meta.patch_form.as_deref().and_then(PatchForm::parse) {
+            self.patch_form.store(form.to_u8(), Ordering::Relaxed);
+        }
+        if meta.listed_at.is_none() {
+            let cycle = Cycle::new(self, deadline).for_tenant(Some(tenant.clone()));
+            let listing = cycle
+                .list_tenant(ledger.as_ref(), &tenant)
+                .await
+                .map_err(|e| e.to_string())?;
+            tracing::info!(
+                users = listing.users,
+                ambiguous = listing.ambiguous,
+                requests = listing.requests,
+                "listed the tenant into the ledger"
+            );
+            let listed = TenantMeta {
+                listed_at: Some(unix_now() * 1000),
+                ..meta
+            };
+            ledger
+                .set_meta(&tenant, &listed)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        ready.insert(tenant.clone());
+        Ok(Some(tenant))
+    }
+
+    /// Lists the tenant again into the ledger and reports drift; changes nothing in the
+    /// tenant. Needs a ledger.
+    pub async fn reconcile(&self, deadline: Instant) -> Result<Listing, ListingError> {
+        let Some(ledger) = &self.ledger else {
+            return Err(ListingError("reconcile needs a ledger".into()));
+        };
+        let base_url = self
+            .http
+            .base_url()
+            .await
+            .map_err(|e| ListingError(e.to_string()))?;
+        self.discover().await.map_err(ListingError)?;
+        let tenant = crate::ledger::tenant_id(&base_url);
+        let cycle = Cycle::new(self, deadline).for_tenant(Some(tenant.clone()));
+        let listing = cycle.list_tenant(ledger.as_ref(), &tenant).await?;
+        let meta = ledger
+            .meta(&tenant)
+            .await
+            .map_err(|e| ListingError(e.to_string()))?;
+        let listed = TenantMeta {
+            listed_at: Some(unix_now() * 1000),
+            ..meta
+        };
+        ledger
+            .set_meta(&tenant, &listed)
+            .await
+            .map_err(|e| ListingError(e.to_string()))?;
+        self.listed.lock().await.insert(tenant);
+        Ok(listing)
+    }
+}
+
+impl Cycle<'_> {
+    /// Lists every user of the tenant page by page into `ledger` (not as managed), noting drift
+    /// of managed users and leaving out userNames that several users share.
+    pub(super) async fn list_tenant(
+        &self,
+        ledger: &dyn Ledger,
+        tenant: &str,
+    ) -> Result<Listing, ListingError> {
+        let mut listing = Listing::default();
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut ambiguous: HashSet<String> = HashSet::new();
+        let mut start = 1;
+        for _ in 0..MAX_PAGES {
+            let page = self.list_page(start).await.map_err(|failed| {
+                ListingError(match failed {
+                    SubResult::Reply(r) => super::classify::failure_detail(&r),
+                    SubResult::Transient { reason, .. } => reason,
+                    SubResult::Deferred(_) => {
+                        "not finished before the deadline or within the request rate".into()
+                    }
+                })
+            })?;
+            let mut users = Vec::new();
+            for resource in &page.resources {
+                let (Some(id), Some(name)) =
+                    (resource["id"].as_str(), resource["userName"].as_str())
+                else {
+                    continue;
+                };
+                let key = user_name_key(name);
+                if !seen.insert(key.clone()) {
+                    ambiguous.insert(key);
+                    continue;
+                }
+                users.push(Confirmed {
+                    key,
+                    id: id.to_string(),
+                    user_name: name.to_string(),
+                    external_id: resource["externalId"].as_str().map(str::to_string),
+                    fingerprint: Managed::of_resource(resource).fingerprint(),
+                    active: resource["active"].as_bool().unwrap_or(true),
+                });
+            }
+            users.retain(|u| !ambiguous.contains(&u.key));
+            let keys: Vec<String> = users.iter().map(|u| u.key.clone()).collect();
+            let known = ledger
+                .get(tenant, &keys)
+                .await
+                .map_err(|e| ListingError(e.to_string()))?;
+            for user in &users {
+                if let Some(entry) = known.get(&user.key) {
+                    if entry.managed && entry.fingerprint.as_deref() != Some(&user.fingerprint) {
+                        listing.drift.push(mask_email(&user.user_name).to_string());
+                    }
+                }
+            }
+            ledger
+                .confirm(tenant, &users, false)
+                .await
+                .map_err(|e| ListingError(e.to_string()))?;
+            listing.users += users.len() as u64;
+            match page.next_start(start) {
+                Some(next) => start = next,
+                None => break,
+            }
+        }
+        // A userName on a later page may have made an earlier one ambiguous.
+        let ambiguous: Vec<String> = ambiguous.into_iter().collect();
+        if !ambiguous.is_empty() {
+            tracing::warn!(
+                users = ambiguous.len(),
+                "several users of the tenant share a userName case-insensitively: they are left out of the ledger and updated only after a lookup"
+            );
+            ledger
+                .forget(tenant, &ambiguous)
+                .await
+                .map_err(|e| ListingError(e.to_string()))?;
+        }
+        listing.ambiguous = ambiguous.len() as u64;
+        listing.users -= listing.ambiguous.min(listing.users);
+        listing.requests = self.stats().requests;
+        Ok(listing)
+    }
+
+    /// The ledger's entries for the live operations (none without a ledger).
+    pub(super) async fn entries(
+        &self,
+        ops: &[Operation],
+        live: &[usize],
+    ) -> Result<HashMap<String, UserEntry>, String> {
+        let (Some(ledger), Some(tenant)) = (&self.engine.ledger, &self.tenant) else {
+            return Ok(HashMap::new());
+        };
+        let keys: Vec<String> = live.iter().map(|&k| ops[k].user.key()).collect();
+        ledger.get(tenant, &keys).await.map_err(|e| e.to_string())
+    }
+
+    /// Claims the users of the operations that will act, in source-time order: an operation
+    /// whose claim loses to a newer one becomes [`Decision::Superseded`].
+    pub(super) async fn claim(
+        &self,
+        ops: &[Operation],
+        entries: &HashMap<String, UserEntry>,
+        plan: &mut [(usize, Decision)],
+    ) -> Result<(), String> {
+        let (Some(ledger), Some(tenant)) = (&self.engine.ledger, &self.tenant) else {
+            return Ok(());
+        };
+        let mut claims = Vec::new();
+        for (k, decision) in plan.iter() {
+            if matches!(decision, Decision::Skip(_) | Decision::Superseded) {
+                continue;
+            }
+            let op = &ops[*k];
+            let Some(at) = op.source_time else {
+                continue;
+            };
+            let key = op.user.key();
+            let applied = entries.get(&key).and_then(|e| e.applied_at);
+            if applied.is_none_or(|applied| applied < at) {
+                claims.push((key, at));
+            }
+        }
+        if claims.is_empty() {
+            return Ok(());
+        }
+        let lost: HashSet<String> = ledger
+            .claim(tenant, &claims)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .collect();
+        for (k, decision) in plan.iter_mut() {
+            if lost.contains(&ops[*k].user.key()) {
+                *decision = Decision::Superseded;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records what the tenant now holds. A failure is logged, not fatal: the writes happened,
+    /// and the next run compares with the tenant again.
+    pub(super) async fn confirm(&self, confirmed: &[Confirmed]) {
+        let (Some(ledger), Some(tenant)) = (&self.engine.ledger, &self.tenant) else {
+            return;
+        };
+        if confirmed.is_empty() {
+            return;
+        }
+        if let Err(error) = ledger.confirm(tenant, confirmed, true).await {
+            tracing::warn!(%error, users = confirmed.len(), "the ledger was not updated after the writes");
+        }
+    }
+
+    /// Forgets users the tenant no longer has.
+    pub(super) async fn forget(&self, keys: &[String]) {
+        let (Some(ledger), Some(tenant)) = (&self.engine.ledger, &self.tenant) else {
+            return;
+        };
+        if keys.is_empty() {
+            return;
+        }
+        if let Err(error) = ledger.forget(tenant, keys).await {
+            tracing::warn!(%error, "the ledger could not forget users the tenant no longer has");
+        }
+    }
+
+    /// Marks the tenant to be listed again (the ledger missed a user it has).
+    pub(super) async fn relist(&self) {
+        let (Some(ledger), Some(tenant)) = (&self.engine.ledger, &self.tenant) else {
+            return;
+        };
+        self.engine.listed.lock().await.remove(tenant);
+        let result = match ledger.meta(tenant).await {
+            Ok(meta) => {
+                let meta = TenantMeta {
+                    listed_at: None,
+                    ..meta
+                };
+                ledger.set_meta(tenant, &meta).await
+            }
+            Err(error) => Err(error),
+        };
+        if let Err(error) = result {
+            tracing::warn!(%error, "the tenant could not be marked to be listed again");
+        }
+    }
+
+    /// The deactivation form to try first.
+    pub(super) fn patch_form(&self) -> PatchForm {
+        PatchForm::from_u8(self.engine.patch_form.load(Ordering::Relaxed))
+    }
+
+    /// Remembers the form that worked, in the process and in the ledger.
+    pub(super) async fn set_patch_form(&self, form: PatchForm) {
+        self.engine
+            .patch_form
+            .store(form.to_u8(), Ordering::Relaxed);
+        tracing::info!(
+            form = form.as_str(),
+            "the tenant refuses the other PATCH form for deactivation: using this one"
+        );
+        let (Some(ledger), Some(tenant)) = (&self.engine.ledger, &self.tenant) else {
+            return;
+        };
+        let result = match ledger.meta(tenant).await {
+            Ok(meta) => {
+                let meta = TenantMeta {
+                    patch_form: Some(form.as_str().to_string()),
+                    ..meta
+                };
+                ledger.set_meta(tenant, &meta).await
+            }
+            Err(error) => Err(error),
+        };
+        if let Err(error) = result {
+            tracing::warn!(%error, "the PATCH form that works was not saved in the ledger");
+        }
+    }
+}
