@@ -1,5 +1,6 @@
 //! Which answers are permanent and which are worth retrying.
 
+use crate::mask::masked_detail;
 use crate::scim::request::SubReply;
 
 /// Statuses worth retrying: timeouts, too early, throttling, server errors.
@@ -27,10 +28,14 @@ pub(crate) fn rate_signal(status: u16) -> RateSignal {
     }
 }
 
-/// A permanent failure's words: the server's `detail`, else what the status means for a user.
+/// A failure's words, the same for a Bulk result and a per-resource answer, permanent or
+/// retryable: the server's `detail` (emails masked, length bounded), else what the status
+/// means for a user.
 pub fn failure_detail(reply: &SubReply) -> String {
     if let (_, Some(detail)) = reply.error() {
-        return detail;
+        if !detail.trim().is_empty() {
+            return masked_detail(detail.trim());
+        }
     }
     match reply.status {
         400 => "the service rejected the request as invalid".into(),
@@ -39,6 +44,7 @@ pub fn failure_detail(reply: &SubReply) -> String {
         409 => "a uniqueness conflict the lookup could not resolve".into(),
         413 => "the operation alone is larger than the service's maxPayloadSize".into(),
         422 => "the service could not process the user's attributes".into(),
+        429 => "throttled by the service".into(),
         s if (300..400).contains(&s) => {
             "the service answered with a redirect, which is not followed with credentials".into()
         }
@@ -85,5 +91,25 @@ mod tests {
             body: None,
         };
         assert!(failure_detail(&without).contains("redirect"));
+    }
+
+    #[test]
+    fn the_server_detail_is_masked_and_bounded() {
+        let reply = |detail: String| SubReply {
+            status: 500,
+            location: None,
+            body: Some(serde_json::json!({"detail": detail})),
+        };
+        let shown = failure_detail(&reply(
+            "could not sync ada.lovelace@example.com: backend down".into(),
+        ));
+        assert_eq!(shown, "could not sync a***@example.com: backend down");
+        let shown = failure_detail(&reply("é".repeat(100_000)));
+        assert_eq!(shown.chars().count(), crate::mask::MAX_DETAIL_CHARS + 1);
+        // An empty detail says nothing: the status's words instead.
+        assert_eq!(
+            failure_detail(&reply(" ".into())),
+            "the service answered HTTP 500"
+        );
     }
 }

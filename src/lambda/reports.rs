@@ -4,8 +4,12 @@ use std::time::SystemTime;
 
 use super::State;
 use crate::aws::s3::S3Error;
-use crate::mask::mask_email;
+use crate::mask::{mask_email, masked_text, MAX_DETAIL_CHARS};
 use crate::report::{to_json_lines, ReportLine};
+
+/// Most characters of a reason logged in place of a report: a service's detail (bounded to
+/// MAX_DETAIL_CHARS) with room for what the engine says around it.
+const MAX_LOGGED_REASON_CHARS: usize = MAX_DETAIL_CHARS + 200;
 
 /// Longest sanitized source kept in a report key (S3 keys may have 1024 bytes).
 const MAX_SOURCE_CHARS: usize = 200;
@@ -61,7 +65,7 @@ pub(super) async fn write(
                 source,
                 user = line.user_name.as_deref().map(mask_email),
                 status = %line.status,
-                reason = %line.reason,
+                reason = %masked_text(&line.reason, MAX_LOGGED_REASON_CHARS),
                 "not written to a report: REPORT_BUCKET is not set"
             );
         }
