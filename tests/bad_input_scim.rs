@@ -21,6 +21,7 @@ use std::time::Duration;
 use scim_bulk_provisioner::engine::{Engine, EngineConfig};
 use scim_bulk_provisioner::lambda::State;
 use scim_bulk_provisioner::operation::{Operation, Outcome};
+use scim_bulk_provisioner::scim::credentials::Credentials;
 use scim_bulk_provisioner::scim::http::{caps, size};
 use scim_bulk_provisioner::user::User;
 use serde_json::{json, Value};
@@ -530,4 +531,33 @@ async fn without_a_report_bucket_the_logged_server_detail_is_masked_and_bounded(
             reason.chars().count()
         );
     }
+}
+
+/// A token endpoint (the stand-in's) announcing a token that lives for u64::MAX seconds: the
+/// life is clamped, nothing overflows, and the one token serves the whole cycle.
+#[tokio::test]
+async fn a_token_with_an_endless_expires_in_is_used_without_overflow() {
+    let scim = start_scim2_server(ScimOptions::default()).await;
+    let proxy = FaultProxy::in_front_of(&scim);
+    proxy.set_expires_in(u64::MAX);
+    let credentials = json!({
+        "base_url": proxy.url, "auth_type": "oauth_client_credentials",
+        "token_url": proxy.oauth_token_url(), "client_id": "test-client",
+        "client_secret": "test-client-secret",
+    });
+    let credentials = Credentials::from_json(&credentials.to_string()).unwrap();
+    let engine = engine_with(credentials, EngineConfig::default());
+    let report = cycle(
+        &engine,
+        vec![operation("endless-a"), operation("endless-b")],
+    )
+    .await;
+    for result in &report.results {
+        assert!(
+            matches!(result.outcome, Outcome::Created { .. }),
+            "{:?}",
+            result.outcome
+        );
+    }
+    assert_eq!(proxy.tokens_issued(), 1);
 }

@@ -87,9 +87,9 @@ fn token_life(expires_in: &serde_json::Value) -> Option<Duration> {
     if seconds.is_nan() {
         return None;
     }
-    // Clamped before converting: from_secs_f64 panics on what does not fit a Duration.
+    // Clamped before converting, so that the conversion cannot fail.
     let seconds = seconds.clamp(0.0, MAX_TOKEN_LIFE.as_secs_f64());
-    Some(Duration::from_secs_f64(seconds))
+    Duration::try_from_secs_f64(seconds).ok()
 }
 
 impl Authenticator {
@@ -243,6 +243,9 @@ mod tests {
         assert_eq!(life(json!("1e300")), Some(MAX_TOKEN_LIFE));
         assert_eq!(life(json!("99999999999999999999999")), Some(MAX_TOKEN_LIFE));
         assert_eq!(life(json!(-5)), Some(Duration::ZERO));
+        assert_eq!(life(json!("-0")), Some(Duration::ZERO));
+        assert_eq!(life(json!(-1e-300)), Some(Duration::ZERO));
+        assert_eq!(life(json!("-inf")), Some(Duration::ZERO));
         assert_eq!(life(json!("soon")), None);
         assert_eq!(life(json!("NaN")), None);
         assert_eq!(life(json!(null)), None);
