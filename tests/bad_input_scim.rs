@@ -14,13 +14,21 @@
 
 mod support;
 
+use std::io::Write;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use scim_bulk_provisioner::engine::{Engine, EngineConfig};
 use scim_bulk_provisioner::lambda::State;
+use scim_bulk_provisioner::operation::{Operation, Outcome};
+use scim_bulk_provisioner::scim::credentials::Credentials;
+use scim_bulk_provisioner::scim::http::{caps, size};
+use scim_bulk_provisioner::user::User;
 use serde_json::{json, Value};
 use support::aws::{
     bearer_secret, pump_in_process, report_lines, send, start_stack, Pumped, Stack, BUCKET,
 };
+use support::engine::{bearer, cycle, engine_with};
 use support::faults::{Fault, FaultProxy};
 use support::{list_users, start_scim2_server, ScimOptions, ScimServer};
 
@@ -292,4 +300,264 @@ async fn an_update_answered_200_with_an_error_body_is_not_taken_as_updated() {
         pumped.invocations >= 2,
         "retried through the queue: {pumped:?}"
     );
+}
+
+// --- Answers too large, and the server's words (issue 15, items 5, 8b and 11) ---
+// One cycle of the engine through the fault proxy: what each operation's outcome says.
+
+fn operation(name: &str) -> Operation {
+    let user = User {
+        user_name: email(name),
+        email: email(name),
+        first_name: "Given".into(),
+        last_name: format!("Family-{name}"),
+        active: true,
+        display_name: None,
+        external_id: None,
+        title: None,
+        department: None,
+        employee_number: None,
+        phone: None,
+    };
+    Operation::new(user, "test", None)
+}
+
+/// The engine pointed at the proxy.
+fn engine_via(proxy: &FaultProxy, scim: &ScimServer) -> Engine {
+    engine_with(bearer(&proxy.url, &scim.token), EngineConfig::default())
+}
+
+/// The outcome's status and reason, which must be a retry.
+fn retried(outcome: &Outcome) -> (Option<u16>, String) {
+    match outcome {
+        Outcome::Retry { status, reason, .. } => (*status, reason.clone()),
+        other => panic!("expected a retry, got {other:?}"),
+    }
+}
+
+/// `len` zero bytes, gzipped a MiB at a time.
+fn gzip_zeros(len: usize) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let block = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(block.len());
+        encoder.write_all(&block[..n]).unwrap();
+        left -= n;
+    }
+    encoder.finish().unwrap()
+}
+
+/// A userName lookup answered with a ListResponse past the cap (valid JSON, naming the user):
+/// the client stops reading at the cap, says so, and retries the user later instead of trusting
+/// or holding the answer.
+#[tokio::test]
+async fn a_lookup_answer_past_its_cap_is_not_read_and_the_user_is_retried() {
+    let scim = start_scim2_server(ScimOptions::default()).await;
+    let proxy = FaultProxy::in_front_of(&scim);
+    support::create_user(&scim.base_url, &scim.token, &email("big-list")).await;
+    let list = json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+        "totalResults": 1,
+        "Resources": [{"id": "padded", "userName": email("big-list"),
+                       "padding": "x".repeat(caps::ANSWER)}],
+    });
+    proxy.inject("GET", "/Users", answer_200(list));
+    let report = cycle(&engine_via(&proxy, &scim), vec![operation("big-list")]).await;
+    let (status, reason) = retried(&report.results[0].outcome);
+    assert_eq!(status, Some(200));
+    assert!(reason.contains("GET /Users"), "{reason}");
+    assert!(
+        reason.contains(&format!("larger than {}", size(caps::ANSWER))),
+        "{reason}"
+    );
+    assert_eq!(proxy.pending_faults(), 0, "the lookup met the fault");
+    assert_eq!(
+        proxy.hits_for("PUT", "/Users/padded"),
+        0,
+        "nothing was trusted"
+    );
+}
+
+/// A BulkResponse of a few hundred KiB that inflates (gzip) far past the cap: decompression
+/// stops at the cap, and an answer that could not be read is no refusal: every operation is
+/// retried, none failed.
+#[tokio::test]
+async fn a_gzipped_bulk_answer_inflating_past_its_cap_is_retried_not_failed() {
+    let scim = start_scim2_server(ScimOptions::default()).await;
+    let proxy = FaultProxy::in_front_of(&scim);
+    let inflated = 4 * caps::bulk_answer(0);
+    let gzipped = gzip_zeros(inflated);
+    assert!(gzipped.len() < inflated / 500, "{} bytes", gzipped.len());
+    proxy.inject(
+        "POST",
+        "/Bulk",
+        Fault::Gzip {
+            code: 200,
+            gzipped: gzipped.into(),
+        },
+    );
+    let ops = vec![operation("bomb-a"), operation("bomb-b")];
+    let report = cycle(&engine_via(&proxy, &scim), ops).await;
+    for result in &report.results {
+        let (status, reason) = retried(&result.outcome);
+        assert_eq!(status, Some(200));
+        assert!(reason.contains("POST /Bulk"), "{reason}");
+        assert!(
+            reason.contains(&format!("larger than {}", size(caps::bulk_answer(0)))),
+            "{reason}"
+        );
+    }
+    assert_eq!(proxy.pending_faults(), 0);
+}
+
+const DETAIL: &str = "directory sync for ada.lovelace@example.com failed";
+
+/// The same server error in a Bulk result and in a per-resource answer reads the same: the
+/// status and the server's detail, its address masked.
+#[tokio::test]
+async fn a_server_detail_reads_the_same_in_a_bulk_result_and_a_per_resource_answer() {
+    let error = json!({"schemas": [ERROR_SCHEMA], "status": "500", "detail": DETAIL});
+
+    let scim = start_scim2_server(ScimOptions::default()).await;
+    let proxy = FaultProxy::in_front_of(&scim);
+    let results = json!({"schemas": [BULK_RESPONSE], "Operations": [
+        {"bulkId": "op0", "method": "POST", "status": "500", "response": error}]});
+    proxy.inject("POST", "/Bulk", answer_200(results));
+    let report = cycle(&engine_via(&proxy, &scim), vec![operation("same-words")]).await;
+    let in_bulk = retried(&report.results[0].outcome);
+
+    let scim = start_scim2_server(ScimOptions {
+        bulk_supported: false,
+        ..ScimOptions::default()
+    })
+    .await;
+    let proxy = FaultProxy::in_front_of(&scim);
+    let answer = Fault::Status {
+        code: 500,
+        retry_after: None,
+        body: Some(error.to_string()),
+    };
+    proxy.inject("POST", "/Users", answer);
+    let report = cycle(&engine_via(&proxy, &scim), vec![operation("same-words")]).await;
+    let per_resource = retried(&report.results[0].outcome);
+
+    let expected = (
+        Some(500),
+        "the service answered HTTP 500: directory sync for a***@example.com failed".to_string(),
+    );
+    assert_eq!(in_bulk, expected);
+    assert_eq!(per_resource, expected);
+}
+
+/// Log lines written on this thread (the function runs in process on the test's thread).
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Without a report bucket the failures are logged instead: the server's detail there has its
+/// addresses masked, and a 100 KB detail is cut short.
+#[tokio::test(flavor = "current_thread")]
+async fn without_a_report_bucket_the_logged_server_detail_is_masked_and_bounded() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let _logs = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || writer.clone())
+            .finish(),
+    );
+    let p = peer(ScimOptions::default()).await;
+    let state = p.stack.state(&[]);
+    let refused = |id: &str, detail: String| {
+        json!({"bulkId": id, "method": "POST", "status": "400",
+               "response": {"schemas": [ERROR_SCHEMA], "status": "400", "detail": detail}})
+    };
+    let results = json!({"schemas": [BULK_RESPONSE], "Operations": [
+        refused("op0", DETAIL.into()), refused("op1", "é".repeat(50_000))]});
+    p.proxy.inject("POST", "/Bulk", answer_200(results));
+    let users = json!({"users": [person("logged-a"), person("logged-b")]});
+    send(&p.stack.sdk, &p.stack.queues.url, &users.to_string()).await;
+    let pumped = pump_in_process(
+        &p.stack.sdk,
+        &p.stack.queues,
+        &state,
+        Duration::from_secs(2),
+        Duration::from_secs(90),
+    )
+    .await;
+    assert!(pumped.errors.is_empty(), "{pumped:?}");
+
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let reasons: Vec<String> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| {
+            l["fields"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("REPORT_BUCKET")
+        })
+        .map(|l| l["fields"]["reason"].as_str().unwrap_or("").to_string())
+        .collect();
+    // Only the start of each reason in a failure message: unbounded ones are 100 KB.
+    let starts: Vec<String> = reasons
+        .iter()
+        .map(|r| r.chars().take(80).collect())
+        .collect();
+    assert_eq!(reasons.len(), 2, "{starts:?}");
+    assert!(
+        reasons.contains(&"directory sync for a***@example.com failed".to_string()),
+        "{starts:?}"
+    );
+    assert!(
+        !text.contains("ada.lovelace"),
+        "an address in the log: {starts:?}"
+    );
+    for reason in &reasons {
+        assert!(
+            reason.chars().count() <= 1000,
+            "{} chars",
+            reason.chars().count()
+        );
+    }
+}
+
+/// A token endpoint (the stand-in's) announcing a token that lives for u64::MAX seconds: the
+/// life is clamped, nothing overflows, and the one token serves the whole cycle.
+#[tokio::test]
+async fn a_token_with_an_endless_expires_in_is_used_without_overflow() {
+    let scim = start_scim2_server(ScimOptions::default()).await;
+    let proxy = FaultProxy::in_front_of(&scim);
+    proxy.set_expires_in(u64::MAX);
+    let credentials = json!({
+        "base_url": proxy.url, "auth_type": "oauth_client_credentials",
+        "token_url": proxy.oauth_token_url(), "client_id": "test-client",
+        "client_secret": "test-client-secret",
+    });
+    let credentials = Credentials::from_json(&credentials.to_string()).unwrap();
+    let engine = engine_with(credentials, EngineConfig::default());
+    let report = cycle(
+        &engine,
+        vec![operation("endless-a"), operation("endless-b")],
+    )
+    .await;
+    for result in &report.results {
+        assert!(
+            matches!(result.outcome, Outcome::Created { .. }),
+            "{:?}",
+            result.outcome
+        );
+    }
+    assert_eq!(proxy.tokens_issued(), 1);
 }

@@ -205,6 +205,7 @@ mod tests {
             counts: Summary {
                 created: 812,
                 updated: 131,
+                unchanged: 0,
                 deactivated: 41,
                 skipped: 27,
                 failed: 2,

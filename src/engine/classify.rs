@@ -1,5 +1,6 @@
 //! Which answers are permanent and which are worth retrying.
 
+use crate::mask::masked_detail;
 use crate::scim::request::SubReply;
 
 /// Statuses worth retrying: timeouts, too early, throttling, server errors.
@@ -27,18 +28,35 @@ pub(crate) fn rate_signal(status: u16) -> RateSignal {
     }
 }
 
-/// A permanent failure's words: the server's `detail`, else what the status means for a user.
+/// A failure's words, the same for a Bulk result and a per-resource answer: the server's
+/// `detail` (emails masked, length bounded), else what the status means for a user. A
+/// retryable status is named in front of the detail (the last attempt's reason may be all that
+/// is left of it when the attempts run out).
 pub fn failure_detail(reply: &SubReply) -> String {
-    if let (_, Some(detail)) = reply.error() {
-        return detail;
+    let detail = reply
+        .error()
+        .1
+        .filter(|d| !d.trim().is_empty())
+        .map(|d| masked_detail(d.trim()));
+    match detail {
+        Some(detail) if is_retryable(reply.status) => {
+            format!("{}: {detail}", status_words(reply.status))
+        }
+        Some(detail) => detail,
+        None => status_words(reply.status),
     }
-    match reply.status {
+}
+
+/// What a status means for a user.
+fn status_words(status: u16) -> String {
+    match status {
         400 => "the service rejected the request as invalid".into(),
         403 => "the credentials are not allowed to do this".into(),
         404 => "the user no longer exists (deleted since the lookup?)".into(),
         409 => "a uniqueness conflict the lookup could not resolve".into(),
         413 => "the operation alone is larger than the service's maxPayloadSize".into(),
         422 => "the service could not process the user's attributes".into(),
+        429 => "throttled by the service".into(),
         s if (300..400).contains(&s) => {
             "the service answered with a redirect, which is not followed with credentials".into()
         }
@@ -85,5 +103,35 @@ mod tests {
             body: None,
         };
         assert!(failure_detail(&without).contains("redirect"));
+    }
+
+    #[test]
+    fn the_server_detail_is_masked_and_bounded() {
+        let reply = |status: u16, detail: String| SubReply {
+            status,
+            location: None,
+            body: Some(serde_json::json!({"detail": detail})),
+        };
+        let address = || "could not sync ada.lovelace@example.com: backend down".to_string();
+        assert_eq!(
+            failure_detail(&reply(400, address())),
+            "could not sync a***@example.com: backend down"
+        );
+        // Retryable: the status first, then the server's words.
+        assert_eq!(
+            failure_detail(&reply(503, address())),
+            "the service answered HTTP 503: could not sync a***@example.com: backend down"
+        );
+        assert_eq!(
+            failure_detail(&reply(429, "slow down".into())),
+            "throttled by the service: slow down"
+        );
+        let shown = failure_detail(&reply(400, "é".repeat(100_000)));
+        assert_eq!(shown.chars().count(), crate::mask::MAX_DETAIL_CHARS + 1);
+        // An empty detail says nothing: the status's words instead.
+        assert_eq!(
+            failure_detail(&reply(500, " ".into())),
+            "the service answered HTTP 500"
+        );
     }
 }

@@ -9,12 +9,12 @@ use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 use reqwest::Method;
 
-use super::classify::{is_retryable, rate_signal, RateSignal};
+use super::classify::{failure_detail, is_retryable, rate_signal, RateSignal};
 use super::cycle::Cycle;
 use crate::rate_limit::Admission;
 use crate::scim::bulk;
-use crate::scim::http::{Reply, SendError};
-use crate::scim::request::{SubOp, SubResult};
+use crate::scim::http::{caps, Reply, SendError};
+use crate::scim::request::{SubOp, SubReply, SubResult};
 use crate::scim::resource::read_reply;
 
 /// The least time before the deadline worth starting a request in.
@@ -111,10 +111,18 @@ impl Cycle<'_> {
         self.stats.bulk_requests.fetch_add(1, Ordering::Relaxed);
         let refs: Vec<&SubOp> = chunk.iter().collect();
         let body = Bytes::from(bulk::encode(&refs));
+        let cap = caps::bulk_answer(body.len());
         let reply = match self
             .engine
             .http
-            .send(Method::POST, "/Bulk", &[], Some(body), Some(self.deadline))
+            .send_capped(
+                Method::POST,
+                "/Bulk",
+                &[],
+                Some(body),
+                Some(self.deadline),
+                cap,
+            )
             .await
         {
             Ok(reply) => reply,
@@ -196,15 +204,17 @@ fn all(chunk: &[SubOp], result: SubResult) -> Vec<(usize, SubResult)> {
     chunk.iter().map(|op| (op.key, result.clone())).collect()
 }
 
-/// A whole answer as the result of its sub-operation(s): retryable statuses become transient.
+/// A whole answer as the result of its sub-operation(s): retryable statuses become transient,
+/// in the same words as a Bulk result's (the server's detail, masked and bounded).
 pub(super) fn reply_result(reply: &Reply) -> SubResult {
     if is_retryable(reply.status) {
+        let reason = match read_reply(reply) {
+            SubResult::Reply(r) => failure_detail(&r),
+            _ => failure_detail(&SubReply::new(reply.status, None, None)),
+        };
         return SubResult::Transient {
             status: Some(reply.status),
-            reason: match reply.status {
-                429 => "throttled by the service".into(),
-                s => format!("the service answered HTTP {s}"),
-            },
+            reason,
             retry_after: reply.retry_after,
         };
     }
@@ -219,9 +229,11 @@ pub(super) fn reply_result(reply: &Reply) -> SubResult {
     read_reply(reply)
 }
 
+/// No usable answer: retryable. An answer too large to read is one (the request may have
+/// been applied: it is not a refusal).
 pub(super) fn transient_from(error: SendError) -> SubResult {
     SubResult::Transient {
-        status: None,
+        status: error.status(),
         reason: error.to_string(),
         retry_after: None,
     }

@@ -4,8 +4,12 @@ use std::time::SystemTime;
 
 use super::State;
 use crate::aws::s3::S3Error;
-use crate::mask::mask_email;
+use crate::mask::{mask_email, masked_text, MAX_DETAIL_CHARS};
 use crate::report::{to_json_lines, ReportLine};
+
+/// Most characters of a reason logged in place of a report: a service's detail (bounded to
+/// MAX_DETAIL_CHARS) with room for what the engine says around it.
+const MAX_LOGGED_REASON_CHARS: usize = MAX_DETAIL_CHARS + 200;
 
 /// Longest sanitized source kept in a report key (S3 keys may have 1024 bytes).
 const MAX_SOURCE_CHARS: usize = 200;
@@ -61,7 +65,7 @@ pub(super) async fn write(
                 source,
                 user = line.user_name.as_deref().map(mask_email),
                 status = %line.status,
-                reason = %line.reason,
+                reason = %masked_text(&line.reason, MAX_LOGGED_REASON_CHARS),
                 "not written to a report: REPORT_BUCKET is not set"
             );
         }
@@ -99,5 +103,72 @@ mod tests {
         );
         let long = format!("s3://b/{}", "é".repeat(500));
         assert!(report_key(&long, "r", now).len() < 300);
+    }
+
+    /// Log lines written on this thread, as text.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A function state with no REPORT_BUCKET whose AWS clients point at a closed port.
+    fn state_without_bucket() -> State {
+        use aws_config::{BehaviorVersion, Region, SdkConfig};
+        let sdk = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:9")
+            .build();
+        let config = crate::config::FunctionConfig::from_lookup(|name| match name {
+            "SCIM_SECRET_ID" => Some("scim-credentials".into()),
+            "WORK_QUEUE_URL" => Some("http://127.0.0.1:9/000000000000/scim-work".into()),
+            _ => None,
+        })
+        .unwrap();
+        State::new(config, &sdk).unwrap()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn without_a_bucket_the_logged_reasons_are_masked_and_bounded() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let mut with_address = ReportLine::new(
+            "sqs:m-1",
+            "failed",
+            "the service answered: ada.lovelace@example.com is locked by policy",
+        );
+        with_address.user_name = Some("ada.lovelace@example.com".into());
+        let huge = ReportLine::new("sqs:m-1", "failed", "é".repeat(100_000));
+        let state = state_without_bucket();
+        let written = write(&state, "sqs:m-1", "req-1", &[with_address, huge]).await;
+        assert_eq!(written.unwrap(), None);
+
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(!text.contains("ada.lovelace"), "{text}");
+        assert_eq!(
+            lines[0]["fields"]["reason"],
+            "the service answered: a***@example.com is locked by policy"
+        );
+        let reason = lines[1]["fields"]["reason"].as_str().unwrap();
+        assert_eq!(reason.chars().count(), MAX_LOGGED_REASON_CHARS + 1);
+        assert!(text.len() < 10_000, "{} bytes logged", text.len());
     }
 }

@@ -81,6 +81,9 @@ pub enum Fault {
     Unauthorized,
     /// Forward, then send only the first half of the body (invalid JSON).
     Truncate,
+    /// Answer this status with `gzipped` (already compressed) under `Content-Encoding: gzip`,
+    /// without forwarding: e.g. a small body that inflates to far more (a decompression bomb).
+    Gzip { code: u16, gzipped: Bytes },
 }
 
 impl Fault {
@@ -428,6 +431,18 @@ async fn handle(
         }
     };
 
+    if let Some(Fault::Gzip { code, gzipped }) = &fault {
+        // Built here: `Answer::into_response` drops Content-Encoding (forwarded bodies are plain).
+        let mut response = Response::new(Body::from(gzipped.clone()));
+        *response.status_mut() = StatusCode::from_u16(*code).unwrap_or(StatusCode::OK);
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/scim+json"),
+        );
+        return response;
+    }
     if let Some(answer) = fault.as_ref().and_then(|f| answer_early(f, &conn)) {
         return answer.into_response();
     }
@@ -547,7 +562,7 @@ async fn alter(fault: &Fault, mut answer: Answer, conn: &Conn) -> Answer {
                 None => answer.status = StatusCode::INTERNAL_SERVER_ERROR,
             }
         }
-        Fault::Status { .. } | Fault::Reset | Fault::Unauthorized => {}
+        Fault::Status { .. } | Fault::Reset | Fault::Unauthorized | Fault::Gzip { .. } => {}
     }
     answer
 }
