@@ -115,14 +115,15 @@ async fn operations_missing_from_the_response_are_retried_and_never_duplicated()
         kinds(&first),
         ["created", "created", "created", "retry", "retry"]
     );
-    // The server did apply the dropped ones: the retry meets a 409 and resolves it.
+    // The server did apply the dropped ones: the retry meets a 409, finds them holding what the
+    // operation asks, and writes nothing more.
     let again: Vec<Operation> = first.results.iter().filter_map(|r| r.requeued()).collect();
     assert_eq!(again.len(), 2);
     assert!(again
         .iter()
         .all(|op| op.attempt == 1 && op.last_error.is_some()));
     let second = cycle(&engine, again).await;
-    assert_eq!(kinds(&second), ["updated", "updated"]);
+    assert_eq!(kinds(&second), ["unchanged", "unchanged"]);
     assert_eq!(scim.users().await.len(), 5);
 }
 
@@ -137,9 +138,12 @@ async fn applied_but_reported_as_failed_resolves_by_lookup_and_update() {
         .iter()
         .all(|r| retry_of(&r.outcome).0 == Some(500)));
     let again = first.results.iter().filter_map(|r| r.requeued()).collect();
+    proxy.clear_log();
     let second = cycle(&engine, again).await;
-    assert_eq!(kinds(&second), ["updated"; 4]);
+    assert_eq!(kinds(&second), ["unchanged"; 4]);
     assert_eq!(scim.users().await.len(), 4);
+    // Found by lookup with the values asked: no PUT or PATCH.
+    assert_eq!(proxy.hits_for("PUT", "") + proxy.hits_for("PATCH", ""), 0);
 }
 
 #[tokio::test]
@@ -182,9 +186,12 @@ async fn bulk_answering_404_falls_back_to_single_requests() {
         "bulk is not tried again"
     );
     assert_eq!(proxy.hits_for("POST", "/Users"), 3);
-    let again = cycle(&engine, ops("nobulk", 1)).await;
+    let mut changed = ops("nobulk", 1);
+    changed[0].user.title = Some("Supervisor".into());
+    let again = cycle(&engine, changed).await;
     assert_eq!(kinds(&again), ["updated"]);
     assert_eq!(proxy.hits_for("POST", "/Bulk"), 1);
+    assert_eq!(proxy.hits_for("PUT", "/Users/"), 1);
 }
 
 #[tokio::test]
