@@ -502,6 +502,33 @@ async fn a_failed_object_leaves_its_report_and_an_error_naming_it() {
         );
         assert!(!reason.contains("hunter2"), "{reason}");
     }
+
+    // A rerun whose prefix cannot be listed: no object is known; the prefix is named instead.
+    let state = stack.state(&[("REPORT_BUCKET", BUCKET)]);
+    let prefix = json!({"detail-type": "Scheduled Event", "source": "aws.events",
+        "detail": {"bucket": "no-such-bucket", "prefix": "incoming/"}});
+    let err = invoke(&state, prefix, "eb-no-bucket")
+        .await
+        .expect_err("the listing fails");
+    let text = err.to_string();
+    assert!(
+        text.contains("s3://no-such-bucket/incoming/") && text.contains("NoSuchBucket"),
+        "{text}"
+    );
+    let report = report_lines(&stack.sdk, BUCKET).await;
+    let failed: Vec<&Value> = report
+        .iter()
+        .filter(|l| l["source"] == "s3://no-such-bucket/incoming/")
+        .collect();
+    assert_eq!(failed.len(), 1, "{report:#?}");
+    assert_eq!(failed[0]["status"], "failed");
+    assert!(
+        failed[0]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("NoSuchBucket"),
+        "{report:#?}"
+    );
 }
 
 /// Peak resident memory of this process (VmHWM), in KiB.
@@ -652,4 +679,76 @@ async fn report_a_million_invalid_rows() {
     }
     assert!(partial.is_empty(), "the report ends with a line break");
     assert_eq!(lines, ROWS);
+}
+
+/// A report too large for one part goes up as a multipart upload; when a part cannot be
+/// uploaded the upload is aborted (no parts left behind, billed) and the object fails, naming
+/// the report call, so the event is retried.
+#[tokio::test]
+async fn a_report_upload_that_fails_part_way_is_aborted() {
+    use support::faults::{AwsCall, AwsFault, AwsFaultProxy};
+    const ROWS: u64 = 80_000; // about 12 MB of report: a part, then the last part at the end
+    let stack = start_stack(&bearer_secret("http://127.0.0.1:9", "unused-token")).await;
+    let aws = AwsFaultProxy::start(&stack.moto.endpoint);
+    let sdk = support::aws::sdk_config_at(&aws.url).await;
+    let state = stack.state_via(&sdk, &[]);
+    let mut csv = String::from("email,first_name,last_name\n");
+    for i in 0..ROWS {
+        csv.push_str(&format!("user{i}-at-example.com,Given{i},Family{i}\n"));
+    }
+    put_object(&stack.sdk, BUCKET, "incoming/many-bad.csv", csv).await;
+    // The first part goes through; every later upload to reports/ fails.
+    let parts = AwsCall::s3("PUT", "/scim-uploads/reports/");
+    aws.inject_after(parts.clone(), 1, AwsFault::internal_error(), 1000);
+    let err = invoke(
+        &state,
+        s3_put_event(BUCKET, "incoming/many-bad.csv"),
+        "upload-fails",
+    )
+    .await
+    .expect_err("the report is part of the work");
+    let text = err.to_string();
+    assert!(
+        text.contains("s3://scim-uploads/incoming/many-bad.csv")
+            && text.contains("the report could not be written")
+            && text.contains("UploadPart"),
+        "{text}"
+    );
+    assert!(aws.faults_met(&parts) > 0);
+    assert_eq!(
+        aws.hits(&AwsCall::s3("DELETE", "/scim-uploads/reports/")),
+        1,
+        "the upload was aborted"
+    );
+    let uploads = support::aws::s3(&stack.sdk)
+        .list_multipart_uploads()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .expect("list multipart uploads");
+    assert!(uploads.uploads().is_empty(), "{uploads:?}");
+    assert!(support::aws::list_keys(&stack.sdk, BUCKET, "reports/")
+        .await
+        .is_empty());
+
+    // S3 works again: the retry writes the whole report, in parts.
+    aws.clear_faults();
+    let response = invoke(
+        &state,
+        s3_put_event(BUCKET, "incoming/many-bad.csv"),
+        "upload-works",
+    )
+    .await
+    .expect("the retry");
+    assert_eq!(response["objects"][0]["invalid"], ROWS, "{response}");
+    assert!(
+        aws.hits(&AwsCall::s3("POST", "/scim-uploads/reports/")) >= 2,
+        "multipart"
+    );
+    let report = report_lines(&stack.sdk, BUCKET).await;
+    assert_eq!(report.len() as u64, ROWS);
+    for (i, line) in report.iter().enumerate() {
+        assert_eq!(line["row"], i as u64 + 2, "{line}");
+        assert_eq!(line["status"], "invalid", "{line}");
+    }
 }

@@ -328,9 +328,8 @@ async fn process_source(
     let cycle = pipeline::run_cycle(&state.engine, operations, deadline, &state.queue);
     let defer = defer_rest(state, &mut rows, in_cycle);
     let (settled, (deferred, lost)) = tokio::join!(cycle, defer);
-    reading
-        .await
-        .map_err(|e| incomplete(format!("the reading thread failed: {e}")))?;
+    // Checked after the settled lines are in the report, so a failed reader does not lose them.
+    let read = reading.await;
     let settled = settled?;
 
     summary.add(&settled.summary);
@@ -343,6 +342,9 @@ async fn process_source(
     }
 
     let mut problems = Vec::new();
+    if let Err(error) = read {
+        problems.push(format!("the reading thread failed: {error}"));
+    }
     if let Some(error) = &rows.failure {
         problems.push(error.to_string());
     }
