@@ -752,3 +752,51 @@ async fn a_report_upload_that_fails_part_way_is_aborted() {
         assert_eq!(line["status"], "invalid", "{line}");
     }
 }
+
+/// The download of the rows dies mid-way: the invocation fails naming the object, and the
+/// report holds the invalid rows read before the cut and a `failed` line saying why.
+#[tokio::test]
+async fn a_download_cut_mid_way_leaves_the_rows_read_in_the_report() {
+    use support::faults::{AwsCall, AwsFault, AwsFaultProxy};
+    let stack = start_stack(&bearer_secret("http://127.0.0.1:9", "unused-token")).await;
+    let aws = AwsFaultProxy::start(&stack.moto.endpoint);
+    let sdk = support::aws::sdk_config_at(&aws.url).await;
+    let state = stack.state_via(&sdk, &[]);
+    let mut csv = String::from("email,first_name,last_name\n");
+    for i in 0..200 {
+        csv.push_str(&format!("user{i}-at-example.com,Given{i},Family{i}\n"));
+    }
+    put_object(&stack.sdk, BUCKET, "incoming/cut.csv", csv).await;
+    // The first read (the last row of each userName) works; the second is cut half-way.
+    let get = AwsCall::s3("GET", "/scim-uploads/incoming/");
+    aws.inject_after(get.clone(), 1, AwsFault::ResetMidBody, 1);
+    let err = invoke(&state, s3_put_event(BUCKET, "incoming/cut.csv"), "cut")
+        .await
+        .expect_err("a download cut short fails the event");
+    let text = err.to_string();
+    let source = "s3://scim-uploads/incoming/cut.csv";
+    assert!(
+        text.contains(source) && text.contains("reading the file failed"),
+        "{text}"
+    );
+    assert_eq!(aws.faults_met(&get), 1);
+    let report = report_lines(&stack.sdk, BUCKET).await;
+    let invalid = report.iter().filter(|l| l["status"] == "invalid").count();
+    assert!(
+        (1..200).contains(&invalid),
+        "rows before the cut: {report:#?}"
+    );
+    assert!(report
+        .iter()
+        .any(|l| l["status"] == "invalid" && l["row"] == 2));
+    let failed: Vec<&Value> = report.iter().filter(|l| l["status"] == "failed").collect();
+    assert_eq!(failed.len(), 1, "{report:#?}");
+    assert_eq!(failed[0]["source"], source);
+    assert!(
+        failed[0]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("reading the file failed"),
+        "{report:#?}"
+    );
+}
