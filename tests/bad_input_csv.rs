@@ -206,6 +206,48 @@ async fn a_missing_required_column_rejects_the_file_and_sends_nothing() {
     rejected_whole(csv.as_bytes(), &["email, first_name, last_name"]).await;
 }
 
+/// A file without a header row: rejected whole, naming the missing columns and saying the first
+/// line looks like data; neither the message nor any log line (at trace level) quotes the first
+/// row's email, name or phone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_without_a_header_row_is_rejected_without_quoting_its_first_row() {
+    let csv = "augusta.king@example.com,Augusta,Lovelace-Byron,+44 20 7946 0958\n\
+               charles.b@example.com,Charles,Babbage,+44 20 7946 0000\n";
+    let words = [
+        "missing required column(s) email, first_name, last_name",
+        "the first line looks like data, not a header",
+    ];
+    rejected_whole(csv.as_bytes(), &words).await;
+    let t = tenant().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("staff.csv");
+    std::fs::write(&path, csv).unwrap();
+    let credentials = dir.path().join("scim.json");
+    let secret = json!({"base_url": t.base_url(), "auth_type": "bearer", "token": TOKEN});
+    std::fs::write(&credentials, secret.to_string()).unwrap();
+    let (path, credentials) = (
+        path.display().to_string(),
+        credentials.display().to_string(),
+    );
+    let runs = [
+        vec!["validate", "--csv", &path],
+        vec!["provision", "--csv", &path, "--credentials", &credentials],
+    ];
+    for args in runs {
+        let args: Vec<String> = args.into_iter().map(String::from).collect();
+        let run = run_cli(args.clone(), vec![("RUST_LOG", "trace".into())]).await;
+        assert_eq!(run.code, 2, "{args:?}: {run:#?}");
+        let all = format!("{}\n{}", run.out, run.err);
+        for word in words {
+            assert!(all.contains(word), "{args:?}: {word:?} not in {all}");
+        }
+        for personal in ["augusta", "Augusta", "Lovelace", "Byron", "7946", "0958"] {
+            assert!(!all.contains(personal), "{args:?}: {personal:?} in {all}");
+        }
+    }
+    assert_eq!(t.stats().requests, 0, "nothing may be sent");
+}
+
 /// Unknown columns: ignored (their values go nowhere), named by `validate`, listed once in the
 /// provision report.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,8 @@
 mod support;
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::io::Write;
+use std::time::{Duration, Instant};
 
 use scim_bulk_provisioner::lambda::State;
 use serde_json::{json, Value};
@@ -445,5 +446,357 @@ async fn eventbridge_reruns_a_key_or_the_newest_object_under_a_prefix() {
     assert_eq!(
         invoke(&state, test_event, "r4").await.unwrap(),
         json!({"ignored": "s3:TestEvent"})
+    );
+}
+
+/// Credentials that cannot be used (the secret is not JSON) stop the cycle: the invocation
+/// fails, naming the object (the on-failure destination's record carries that message), and
+/// the object's report still holds what was learnt (the invalid row) and a `failed` line
+/// naming the object and why; the same for an EventBridge rerun.
+#[tokio::test]
+async fn a_failed_object_leaves_its_report_and_an_error_naming_it() {
+    let stack = start_stack("token=not-json-hunter2").await;
+    let state = stack.state(&[]);
+    let csv = "email,first_name,last_name\nada@example.com,Ada,Lovelace\nno-at-sign,Bad,Row\n";
+    put_object(&stack.sdk, BUCKET, "incoming/bad creds.csv", csv).await;
+    let source = "s3://scim-uploads/incoming/bad creds.csv";
+    let eventbridge = json!({"detail-type": "Scheduled Event", "source": "aws.events",
+        "detail": {"bucket": BUCKET, "key": "incoming/bad creds.csv"}});
+    for (request, event) in [
+        (
+            "s3-bad-creds",
+            s3_put_event(BUCKET, "incoming/bad+creds.csv"),
+        ),
+        ("eb-bad-creds", eventbridge),
+    ] {
+        let err = invoke(&state, event, request)
+            .await
+            .expect_err("unusable credentials fail the invocation");
+        let text = err.to_string();
+        assert!(text.contains(source), "{request}: {text}");
+        assert!(text.contains("not a JSON object"), "{request}: {text}");
+        assert!(!text.contains("hunter2"), "{request}: {text}");
+        let keys = support::aws::list_keys(&stack.sdk, BUCKET, "reports/").await;
+        let key = keys
+            .iter()
+            .find(|k| k.contains(request))
+            .unwrap_or_else(|| panic!("{request}: no report among {keys:?}"));
+        let report: Vec<Value> = support::aws::get_text(&stack.sdk, BUCKET, key)
+            .await
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSON line"))
+            .collect();
+        assert!(
+            report
+                .iter()
+                .any(|l| l["status"] == "invalid" && l["row"] == 3 && l["source"] == source),
+            "{request}: {report:#?}"
+        );
+        let failed: Vec<&Value> = report.iter().filter(|l| l["status"] == "failed").collect();
+        assert_eq!(failed.len(), 1, "{request}: {report:#?}");
+        assert_eq!(failed[0]["source"], source);
+        let reason = failed[0]["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains(source) && reason.contains("not a JSON object"),
+            "{reason}"
+        );
+        assert!(!reason.contains("hunter2"), "{reason}");
+    }
+
+    // A rerun whose prefix cannot be listed: no object is known; the prefix is named instead.
+    let state = stack.state(&[("REPORT_BUCKET", BUCKET)]);
+    let prefix = json!({"detail-type": "Scheduled Event", "source": "aws.events",
+        "detail": {"bucket": "no-such-bucket", "prefix": "incoming/"}});
+    let err = invoke(&state, prefix, "eb-no-bucket")
+        .await
+        .expect_err("the listing fails");
+    let text = err.to_string();
+    assert!(
+        text.contains("s3://no-such-bucket/incoming/") && text.contains("NoSuchBucket"),
+        "{text}"
+    );
+    let report = report_lines(&stack.sdk, BUCKET).await;
+    let failed: Vec<&Value> = report
+        .iter()
+        .filter(|l| l["source"] == "s3://no-such-bucket/incoming/")
+        .collect();
+    assert_eq!(failed.len(), 1, "{report:#?}");
+    assert_eq!(failed[0]["status"], "failed");
+    assert!(
+        failed[0]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("NoSuchBucket"),
+        "{report:#?}"
+    );
+}
+
+/// Peak resident memory of this process (VmHWM), in KiB.
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/self/status")
+}
+
+/// A file of 1,000,000 invalid rows (about 50 MB) through the S3 path: the function's peak
+/// memory stays under the 256 MB it is deployed with, and the report, streamed to S3 in
+/// parts, has one line per row, in file order. The peak is process-wide, so the function runs
+/// in a child process (this test binary, running only this test) that no other test shares.
+#[test]
+fn a_million_invalid_rows_are_reported_within_256_mb() {
+    const CHILD: &str = "LAMBDA_S3_MILLION_ROWS_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        return runtime.block_on(report_a_million_invalid_rows());
+    }
+    let out = std::process::Command::new(std::env::current_exe().expect("the test binary"))
+        .args([
+            "--exact",
+            "a_million_invalid_rows_are_reported_within_256_mb",
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .expect("run the child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stderr}");
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("1 passed"),
+        "the child ran the test: {stdout}"
+    );
+}
+
+async fn report_a_million_invalid_rows() {
+    const ROWS: u64 = 1_000_000;
+    const KEY: &str = "incoming/million-bad.csv";
+    support::aws::init_logs();
+    // Nothing is sent: every row is invalid (no SCIM peer needed).
+    let stack = start_stack(&bearer_secret("http://127.0.0.1:9", "unused-token")).await;
+    let state = stack.state(&[]);
+    // Written to disk and streamed to moto, so the file is never in this process's memory.
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    {
+        let mut out = std::io::BufWriter::new(file.as_file_mut());
+        writeln!(out, "email,first_name,last_name").unwrap();
+        for i in 0..ROWS {
+            writeln!(out, "user{i}-at-example.com,Given{i},Family{i}").unwrap();
+        }
+        out.flush().unwrap();
+    }
+    let body = aws_sdk_s3::primitives::ByteStream::from_path(file.path())
+        .await
+        .expect("file body");
+    support::aws::s3(&stack.sdk)
+        .put_object()
+        .bucket(BUCKET)
+        .key(KEY)
+        .body(body)
+        .send()
+        .await
+        .expect("upload");
+
+    // Reset the peak to the current RSS (Linux: "5" > clear_refs), so the peak measured below
+    // is the invocation's.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let before = peak_rss_kib();
+    let started = Instant::now();
+    // Lambda's longest timeout: this test is about memory, not time.
+    let invocation =
+        scim_bulk_provisioner::lambda::Invocation::new("million", Duration::from_secs(900));
+    let response =
+        scim_bulk_provisioner::lambda::handle(&state, s3_put_event(BUCKET, KEY), &invocation)
+            .await
+            .expect("the S3 invocation");
+    let elapsed = started.elapsed();
+    let peak = peak_rss_kib();
+    eprintln!(
+        "1,000,000 invalid rows through the S3 path in {elapsed:.1?}; peak RSS {} MiB (was {} MiB)",
+        peak / 1024,
+        before / 1024
+    );
+    let object = &response["objects"][0];
+    assert_eq!(object["rows"], ROWS, "{response}");
+    assert_eq!(object["invalid"], ROWS, "{response}");
+    assert!(
+        peak < 256 * 1024,
+        "peak RSS {} MiB over a 1,000,000-row file: more than the function's 256 MB",
+        peak / 1024
+    );
+
+    // The report, read as a stream: one `invalid` line per row, in file order.
+    let address = object["report"].as_str().expect("a report");
+    let key = address
+        .strip_prefix(&format!("s3://{BUCKET}/"))
+        .expect("in the upload bucket");
+    let mut body = support::aws::s3(&stack.sdk)
+        .get_object()
+        .bucket(BUCKET)
+        .key(key)
+        .send()
+        .await
+        .expect("get the report")
+        .body;
+    let (mut lines, mut partial) = (0u64, Vec::new());
+    while let Some(chunk) = body.try_next().await.expect("report body") {
+        partial.extend_from_slice(&chunk);
+        let end = partial
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        for line in partial[..end]
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+        {
+            let line = std::str::from_utf8(line).expect("UTF-8");
+            // Row i (from 0) is on line i + 2.
+            let row = format!("\"row\":{},", lines + 2);
+            assert!(
+                line.contains(&row) && line.contains("\"status\":\"invalid\""),
+                "line {} of the report: {line}",
+                lines + 1
+            );
+            if lines == 0 {
+                let first: Value = serde_json::from_str(line).expect("JSON");
+                assert_eq!(first["source"], format!("s3://{BUCKET}/{KEY}"));
+                assert!(
+                    first["reason"].as_str().unwrap_or_default().contains("@"),
+                    "{first}"
+                );
+            }
+            lines += 1;
+        }
+        partial.drain(..end);
+    }
+    assert!(partial.is_empty(), "the report ends with a line break");
+    assert_eq!(lines, ROWS);
+}
+
+/// A report too large for one part goes up as a multipart upload; when a part cannot be
+/// uploaded the upload is aborted (no parts left behind, billed) and the object fails, naming
+/// the report call, so the event is retried.
+#[tokio::test]
+async fn a_report_upload_that_fails_part_way_is_aborted() {
+    use support::faults::{AwsCall, AwsFault, AwsFaultProxy};
+    const ROWS: u64 = 80_000; // about 12 MB of report: a part, then the last part at the end
+    let stack = start_stack(&bearer_secret("http://127.0.0.1:9", "unused-token")).await;
+    let aws = AwsFaultProxy::start(&stack.moto.endpoint);
+    let sdk = support::aws::sdk_config_at(&aws.url).await;
+    let state = stack.state_via(&sdk, &[]);
+    let mut csv = String::from("email,first_name,last_name\n");
+    for i in 0..ROWS {
+        csv.push_str(&format!("user{i}-at-example.com,Given{i},Family{i}\n"));
+    }
+    put_object(&stack.sdk, BUCKET, "incoming/many-bad.csv", csv).await;
+    // The first part goes through; every later upload to reports/ fails.
+    let parts = AwsCall::s3("PUT", "/scim-uploads/reports/");
+    aws.inject_after(parts.clone(), 1, AwsFault::internal_error(), 1000);
+    let err = invoke(
+        &state,
+        s3_put_event(BUCKET, "incoming/many-bad.csv"),
+        "upload-fails",
+    )
+    .await
+    .expect_err("the report is part of the work");
+    let text = err.to_string();
+    assert!(
+        text.contains("s3://scim-uploads/incoming/many-bad.csv")
+            && text.contains("the report could not be written")
+            && text.contains("UploadPart"),
+        "{text}"
+    );
+    assert!(aws.faults_met(&parts) > 0);
+    assert_eq!(
+        aws.hits(&AwsCall::s3("DELETE", "/scim-uploads/reports/")),
+        1,
+        "the upload was aborted"
+    );
+    let uploads = support::aws::s3(&stack.sdk)
+        .list_multipart_uploads()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .expect("list multipart uploads");
+    assert!(uploads.uploads().is_empty(), "{uploads:?}");
+    assert!(support::aws::list_keys(&stack.sdk, BUCKET, "reports/")
+        .await
+        .is_empty());
+
+    // S3 works again: the retry writes the whole report, in parts.
+    aws.clear_faults();
+    let response = invoke(
+        &state,
+        s3_put_event(BUCKET, "incoming/many-bad.csv"),
+        "upload-works",
+    )
+    .await
+    .expect("the retry");
+    assert_eq!(response["objects"][0]["invalid"], ROWS, "{response}");
+    assert!(
+        aws.hits(&AwsCall::s3("POST", "/scim-uploads/reports/")) >= 2,
+        "multipart"
+    );
+    let report = report_lines(&stack.sdk, BUCKET).await;
+    assert_eq!(report.len() as u64, ROWS);
+    for (i, line) in report.iter().enumerate() {
+        assert_eq!(line["row"], i as u64 + 2, "{line}");
+        assert_eq!(line["status"], "invalid", "{line}");
+    }
+}
+
+/// The download of the rows dies mid-way: the invocation fails naming the object, and the
+/// report holds the invalid rows read before the cut and a `failed` line saying why.
+#[tokio::test]
+async fn a_download_cut_mid_way_leaves_the_rows_read_in_the_report() {
+    use support::faults::{AwsCall, AwsFault, AwsFaultProxy};
+    let stack = start_stack(&bearer_secret("http://127.0.0.1:9", "unused-token")).await;
+    let aws = AwsFaultProxy::start(&stack.moto.endpoint);
+    let sdk = support::aws::sdk_config_at(&aws.url).await;
+    let state = stack.state_via(&sdk, &[]);
+    let mut csv = String::from("email,first_name,last_name\n");
+    for i in 0..200 {
+        csv.push_str(&format!("user{i}-at-example.com,Given{i},Family{i}\n"));
+    }
+    put_object(&stack.sdk, BUCKET, "incoming/cut.csv", csv).await;
+    // The first read (the last row of each userName) works; the second is cut half-way.
+    let get = AwsCall::s3("GET", "/scim-uploads/incoming/");
+    aws.inject_after(get.clone(), 1, AwsFault::ResetMidBody, 1);
+    let err = invoke(&state, s3_put_event(BUCKET, "incoming/cut.csv"), "cut")
+        .await
+        .expect_err("a download cut short fails the event");
+    let text = err.to_string();
+    let source = "s3://scim-uploads/incoming/cut.csv";
+    assert!(
+        text.contains(source) && text.contains("reading the file failed"),
+        "{text}"
+    );
+    assert_eq!(aws.faults_met(&get), 1);
+    let report = report_lines(&stack.sdk, BUCKET).await;
+    let invalid = report.iter().filter(|l| l["status"] == "invalid").count();
+    assert!(
+        (1..200).contains(&invalid),
+        "rows before the cut: {report:#?}"
+    );
+    assert!(report
+        .iter()
+        .any(|l| l["status"] == "invalid" && l["row"] == 2));
+    let failed: Vec<&Value> = report.iter().filter(|l| l["status"] == "failed").collect();
+    assert_eq!(failed.len(), 1, "{report:#?}");
+    assert_eq!(failed[0]["source"], source);
+    assert!(
+        failed[0]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("reading the file failed"),
+        "{report:#?}"
     );
 }

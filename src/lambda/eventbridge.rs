@@ -7,8 +7,10 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use super::s3::{process, ObjectRef};
-use super::{HandlerError, Invocation, State};
+use super::{reports, HandlerError, Invocation, State};
+use crate::aws::s3::S3Error;
 use crate::pipeline::Summary;
+use crate::report::ReportLine;
 
 /// What the event's detail names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +55,11 @@ pub(super) async fn handle(
     let object = match target(&event["detail"])? {
         Target::Object(object) => object,
         Target::Newest { bucket, prefix } => {
-            match state.s3.newest_object(&bucket, &prefix).await? {
+            let newest = match state.s3.newest_object(&bucket, &prefix).await {
+                Ok(newest) => newest,
+                Err(error) => return Err(listing_failed(state, invocation, error).await),
+            };
+            match newest {
                 Some(key) => ObjectRef {
                     bucket,
                     key,
@@ -72,6 +78,18 @@ pub(super) async fn handle(
     };
     let result = process(state, invocation, deadline, &object, summary).await?;
     Ok(json!({ "objects": [result] }))
+}
+
+/// A prefix that cannot be listed: no object is known, so the report's one `failed` line names
+/// the prefix (as the error does) and why.
+async fn listing_failed(state: &State, invocation: &Invocation, error: S3Error) -> HandlerError {
+    let source = format!("s3://{}/{}", error.bucket, error.key);
+    let reason = format!("the newest object under the prefix could not be found: {error}");
+    let line = ReportLine::new(source.as_str(), "failed", reason);
+    if let Err(written) = reports::write(state, &source, &invocation.request_id, &[line]).await {
+        tracing::error!(error = %written, "the failed rerun's report could not be written");
+    }
+    HandlerError::S3(error)
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
-//! Writing reports: JSON Lines under `reports/<date>/`, one object per source and invocation.
+//! Writing reports: JSON Lines under `reports/<date>/`, one object per source and invocation,
+//! streamed to S3 as the lines come.
 
 use std::time::SystemTime;
 
 use super::State;
-use crate::aws::s3::S3Error;
+use crate::aws::s3::{ReportUpload, S3Error};
 use crate::mask::{mask_email, masked_text, MAX_DETAIL_CHARS};
 use crate::report::{to_json_lines, ReportLine};
 
@@ -56,29 +57,81 @@ pub(super) async fn write(
     request_id: &str,
     lines: &[ReportLine],
 ) -> Result<Option<String>, S3Error> {
-    if lines.is_empty() {
-        return Ok(None);
+    let mut report = Report::new(state, source, request_id);
+    for line in lines {
+        report.push(line).await;
     }
-    let Some(bucket) = bucket_for(state, source) else {
-        for line in lines {
+    report.finish().await
+}
+
+/// One source's report, written as its lines come: uploaded in parts of bounded size, so
+/// memory stays flat however many lines a file yields. The object appears at
+/// [`Report::finish`]; an upload error is kept and returned there.
+pub(super) struct Report {
+    source: String,
+    /// The bucket and key, or None when there is no bucket (lines are logged instead).
+    target: Option<(String, String)>,
+    upload: Option<ReportUpload>,
+    lines: u64,
+    error: Option<S3Error>,
+}
+
+impl Report {
+    /// A report for `source`, named after the invocation's request id.
+    pub(super) fn new(state: &State, source: &str, request_id: &str) -> Self {
+        let target = bucket_for(state, source)
+            .map(|bucket| (bucket, report_key(source, request_id, SystemTime::now())));
+        let upload = target
+            .as_ref()
+            .map(|(bucket, key)| state.s3.report_writer(bucket, key));
+        Self {
+            source: source.to_string(),
+            target,
+            upload,
+            lines: 0,
+            error: None,
+        }
+    }
+
+    /// Adds a line (after an upload error, lines are dropped: [`Report::finish`] fails).
+    pub(super) async fn push(&mut self, line: &ReportLine) {
+        self.lines += 1;
+        if self.target.is_none() {
             tracing::warn!(
-                source,
+                source = %self.source,
                 user = line.user_name.as_deref().map(mask_email),
                 status = %line.status,
                 reason = %masked_text(&line.reason, MAX_LOGGED_REASON_CHARS),
                 "not written to a report: REPORT_BUCKET is not set"
             );
+            return;
         }
-        return Ok(None);
-    };
-    let key = report_key(source, request_id, SystemTime::now());
-    state
-        .s3
-        .put_report(&bucket, &key, to_json_lines(lines))
-        .await?;
-    let address = format!("s3://{bucket}/{key}");
-    tracing::info!(source, report = %address, lines = lines.len(), "report written");
-    Ok(Some(address))
+        let Some(upload) = self.upload.as_mut() else {
+            return;
+        };
+        let text = to_json_lines(std::slice::from_ref(line));
+        if let Err(error) = upload.write(text.as_bytes()).await {
+            self.upload = None;
+            self.error = Some(error);
+        }
+    }
+
+    /// Writes what is left; returns the report's `s3://` address, or None when there was
+    /// nothing to write or no bucket to write to.
+    pub(super) async fn finish(mut self) -> Result<Option<String>, S3Error> {
+        if let Some(error) = self.error.take() {
+            return Err(error);
+        }
+        let (Some(upload), Some((bucket, key))) = (self.upload.take(), self.target.take()) else {
+            return Ok(None);
+        };
+        if !upload.finish().await? {
+            return Ok(None);
+        }
+        let address = format!("s3://{bucket}/{key}");
+        tracing::info!(source = %self.source, report = %address, lines = self.lines, "report written");
+        Ok(Some(address))
+    }
 }
 
 #[cfg(test)]

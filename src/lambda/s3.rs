@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use super::{reports, HandlerError, Invocation, State};
+use super::reports::Report;
+use super::{HandlerError, Invocation, State};
 use crate::aws::s3::ObjectReader;
 use crate::operation::Operation;
 use crate::pipeline::{self, Requeue, Summary, WorkQueue};
@@ -146,19 +147,20 @@ fn read_rows(reader: ObjectReader, tx: mpsc::Sender<Item>) {
     }
 }
 
-/// The rows of a file as they arrive: invalid and superseded ones become report lines.
-struct Rows {
+/// The rows of a file as they arrive: invalid and superseded ones become report lines,
+/// written as they come.
+struct Rows<'r> {
     source: String,
     last: LastLines,
     rx: mpsc::Receiver<Item>,
     rows: u64,
     invalid: u64,
     duplicates: u64,
-    report: Vec<ReportLine>,
+    report: &'r mut Report,
     failure: Option<FileError>,
 }
 
-impl Rows {
+impl Rows<'_> {
     /// The next valid, last-of-its-userName row as an operation; None at the end of the file.
     async fn next_operation(&mut self) -> Option<Operation> {
         while let Some(item) = self.rx.recv().await {
@@ -170,7 +172,8 @@ impl Rows {
                 }
                 Item::UnknownColumns(columns) => {
                     self.report
-                        .push(rows::ignored_columns_line(&self.source, &columns));
+                        .push(&rows::ignored_columns_line(&self.source, &columns))
+                        .await;
                     continue;
                 }
             };
@@ -181,13 +184,15 @@ impl Rows {
                 RowFate::Invalid(error) => {
                     self.invalid += 1;
                     self.report
-                        .push(rows::invalid_line(&self.source, line, &error));
+                        .push(&rows::invalid_line(&self.source, line, &error))
+                        .await;
                     continue;
                 }
                 RowFate::Superseded { by, user } => {
                     self.duplicates += 1;
                     self.report
-                        .push(rows::duplicate_line(&self.source, line, by, &user));
+                        .push(&rows::duplicate_line(&self.source, line, by, &user))
+                        .await;
                     continue;
                 }
             };
@@ -198,6 +203,9 @@ impl Rows {
 }
 
 /// Reads one CSV object and provisions it (partly now, the rest through the work queue).
+/// Its report is written even when it fails part-way: what was learnt (invalid and duplicate
+/// rows, settled operations) and a `failed` line naming the object; the error returned names
+/// the object too (it becomes the record of Lambda's on-failure destination).
 pub(super) async fn process(
     state: &State,
     invocation: &Invocation,
@@ -206,24 +214,76 @@ pub(super) async fn process(
     summary: &mut Summary,
 ) -> Result<Value, HandlerError> {
     let source = format!("s3://{}/{}", object.bucket, object.key);
+    if object.key.starts_with(REPORTS_PREFIX) {
+        tracing::warn!(%source, "ignoring an object under reports/: reports are not input");
+        return Ok(json!({"source": source, "ignored": "reports are not input"}));
+    }
     let span = tracing::info_span!("object", %source);
-    process_source(state, invocation, deadline, object, source, summary)
-        .instrument(span)
-        .await
+    async {
+        let mut report = Report::new(state, &source, &invocation.request_id);
+        let result = process_source(
+            state,
+            deadline,
+            object,
+            source.clone(),
+            summary,
+            &mut report,
+        )
+        .await;
+        finish_report(report, &source, result).await
+    }
+    .instrument(span)
+    .await
+}
+
+/// Completes the object's report: on success the result gets its address (a report that
+/// cannot be written fails the object); on failure a `failed` line naming the object and the
+/// reason is added first, and the error is made to name the object.
+async fn finish_report(
+    mut report: Report,
+    source: &str,
+    result: Result<Value, HandlerError>,
+) -> Result<Value, HandlerError> {
+    match result {
+        Ok(mut value) => match report.finish().await {
+            Ok(address) => {
+                value["report"] = json!(address);
+                Ok(value)
+            }
+            Err(error) => Err(HandlerError::Incomplete {
+                origin: source.to_string(),
+                problem: format!("the report could not be written: {error}"),
+            }),
+        },
+        Err(error) => {
+            let error = match error {
+                // The engine's error does not say which object it stopped.
+                HandlerError::Engine(error) => HandlerError::Incomplete {
+                    origin: source.to_string(),
+                    problem: error.to_string(),
+                },
+                other => other,
+            };
+            let reason = format!("the object was not fully processed: {error}");
+            report
+                .push(&ReportLine::new(source, "failed", reason))
+                .await;
+            if let Err(written) = report.finish().await {
+                tracing::error!(error = %written, "the failed object's report could not be written");
+            }
+            Err(error)
+        }
+    }
 }
 
 async fn process_source(
     state: &State,
-    invocation: &Invocation,
     deadline: Instant,
     object: &ObjectRef,
     source: String,
     summary: &mut Summary,
+    report: &mut Report,
 ) -> Result<Value, HandlerError> {
-    if object.key.starts_with(REPORTS_PREFIX) {
-        tracing::warn!("ignoring an object under reports/: reports are not input");
-        return Ok(json!({"source": source, "ignored": "reports are not input"}));
-    }
     let (bucket, key, version) = (&object.bucket, &object.key, object.version_id.as_deref());
     let incomplete = |problem: String| HandlerError::Incomplete {
         origin: source.clone(),
@@ -239,7 +299,7 @@ async fn process_source(
     let last = match last {
         Ok(last) => last,
         Err(error @ FileError::Read { .. }) => return Err(incomplete(error.to_string())),
-        Err(error) => return reject(state, invocation, source, error, summary).await,
+        Err(error) => return Ok(reject(source, error, summary, report).await),
     };
     // Second pass, on the version just read: rows stream through a bounded channel.
     let second = state.s3.open(bucket, key, version, etag.as_deref()).await?;
@@ -252,7 +312,7 @@ async fn process_source(
         rows: 0,
         invalid: 0,
         duplicates: 0,
-        report: Vec::new(),
+        report,
         failure: None,
     };
     let now_count = state.config.s3_cycle_max_operations;
@@ -268,21 +328,23 @@ async fn process_source(
     let cycle = pipeline::run_cycle(&state.engine, operations, deadline, &state.queue);
     let defer = defer_rest(state, &mut rows, in_cycle);
     let (settled, (deferred, lost)) = tokio::join!(cycle, defer);
-    reading
-        .await
-        .map_err(|e| incomplete(format!("the reading thread failed: {e}")))?;
+    // Checked after the settled lines are in the report, so a failed reader does not lose them.
+    let read = reading.await;
     let settled = settled?;
 
     summary.add(&settled.summary);
     summary.deferred += deferred as u64;
     summary.invalid += rows.invalid;
     summary.skipped += rows.duplicates;
-    let mut report = rows.report;
-    report.extend(settled.report.iter().cloned());
-    report.sort_by_key(|line| line.row.unwrap_or(u64::MAX));
-    let written = reports::write(state, &source, &invocation.request_id, &report).await;
+    // After the file's own lines: the report is streamed, so it is in file order but for these.
+    for line in &settled.report {
+        rows.report.push(line).await;
+    }
 
     let mut problems = Vec::new();
+    if let Err(error) = read {
+        problems.push(format!("the reading thread failed: {error}"));
+    }
     if let Some(error) = &rows.failure {
         problems.push(error.to_string());
     }
@@ -295,9 +357,6 @@ async fn process_source(
     if lost > 0 {
         problems.push(format!("{lost} deferred operations could not be enqueued"));
     }
-    if let Err(error) = &written {
-        problems.push(format!("the report could not be written: {error}"));
-    }
     if !problems.is_empty() {
         return Err(incomplete(problems.join("; ")));
     }
@@ -309,13 +368,12 @@ async fn process_source(
         "provisioned_now": in_cycle,
         "deferred_to_queue": deferred,
         "summary": settled.summary,
-        "report": written.ok().flatten(),
     }))
 }
 
 /// Enqueues every remaining operation, deferred at the rate limit, a flush at a time;
 /// returns how many were enqueued and how many could not be.
-async fn defer_rest(state: &State, rows: &mut Rows, first_position: usize) -> (usize, usize) {
+async fn defer_rest(state: &State, rows: &mut Rows<'_>, first_position: usize) -> (usize, usize) {
     let (ops_per_request, rpm) = (
         state.config.max_operations,
         state.config.requests_per_minute,
@@ -352,24 +410,21 @@ async fn defer_rest(state: &State, rows: &mut Rows, first_position: usize) -> (u
 
 /// A file that cannot be read at all (missing column, not CSV): one report line, nothing sent.
 async fn reject(
-    state: &State,
-    invocation: &Invocation,
     source: String,
     error: FileError,
     summary: &mut Summary,
-) -> Result<Value, HandlerError> {
+    report: &mut Report,
+) -> Value {
     tracing::warn!(%error, "the file is rejected whole; nothing was sent");
     summary.invalid += 1;
-    let line = ReportLine::new(source.clone(), "rejected", error.to_string());
-    let report = reports::write(state, &source, &invocation.request_id, &[line])
-        .await
-        .map_err(|e| HandlerError::Incomplete {
-            origin: source.clone(),
-            problem: format!(
-                "the file is rejected ({error}) but the report could not be written: {e}"
-            ),
-        })?;
-    Ok(json!({"source": source, "rejected": error.to_string(), "report": report}))
+    report
+        .push(&ReportLine::new(
+            source.clone(),
+            "rejected",
+            error.to_string(),
+        ))
+        .await;
+    json!({"source": source, "rejected": error.to_string()})
 }
 
 #[cfg(test)]

@@ -34,13 +34,18 @@ pub enum FileError {
         /// What it looks like instead, and what to do.
         hint: &'static str,
     },
-    /// One or more required columns are absent from the header.
-    #[error("missing required column(s) {}; the header has: {}", names(.missing), quoted(.found))]
+    /// One or more required columns are absent from the header. A file without a header row
+    /// lands here with a data row as its header: its cells are never quoted then (personal data).
+    #[error("missing required column(s) {}; {}", names(.missing), header_found(.found, *.looks_like_data))]
     MissingColumns {
         /// Every missing required field.
         missing: Vec<Field>,
-        /// The header's column names.
+        /// The header's cells as they may be shown, at most [`MAX_LISTED`]: known and unknown
+        /// column names quoted (shortened), but a value that looks like personal data (an
+        /// address, a number), or any unknown cell of a line that looks like data, by its kind.
         found: Vec<String>,
+        /// Whether the first line looks like a data row rather than a header.
+        looks_like_data: bool,
     },
     /// Two header columns mean the same field.
     #[error("columns {first:?} and {second:?} both mean {field}; keep only one")]
@@ -70,20 +75,69 @@ fn names(fields: &[Field]) -> String {
         .join(", ")
 }
 
-fn quoted(headers: &[String]) -> String {
-    const MAX_LISTED: usize = 30;
-    let mut list: Vec<String> = headers
+/// Most header cells listed in an error.
+pub const MAX_LISTED: usize = 30;
+
+fn header_found(found: &[String], looks_like_data: bool) -> String {
+    let list = if found.is_empty() {
+        "no columns".to_string()
+    } else {
+        found.join(", ")
+    };
+    if looks_like_data {
+        format!(
+            "the first line looks like data, not a header ({list}): add a header row naming \
+             the columns (email, first_name, last_name, ...)"
+        )
+    } else {
+        format!("the header has: {list}")
+    }
+}
+
+/// What a header cell looks like, when it looks like a value rather than a column name.
+fn value_kind(cell: &str) -> Option<&'static str> {
+    let digits = cell.bytes().filter(u8::is_ascii_digit).count();
+    if cell.contains('@') {
+        Some("an email address")
+    } else if digits >= 3
+        && cell
+            .chars()
+            .all(|c| c.is_ascii_digit() || " +-()./".contains(c))
+    {
+        Some("a number")
+    } else {
+        None
+    }
+}
+
+/// The [`FileError::MissingColumns`] of a header: its cells described without quoting
+/// anything that may be personal data.
+fn missing_columns(
+    missing: Vec<Field>,
+    headers: &[String],
+    columns: &[Option<Field>],
+) -> FileError {
+    let looks_like_data = headers.iter().any(|h| value_kind(h).is_some());
+    let mut found: Vec<String> = headers
         .iter()
+        .zip(columns)
         .take(MAX_LISTED)
-        .map(|h| format!("{:?}", excerpt(h)))
+        .map(|(header, column)| match (column, value_kind(header)) {
+            // Matched a column name: not personal data.
+            (Some(_), _) => format!("{:?}", excerpt(header)),
+            (None, Some(kind)) => kind.to_string(),
+            (None, None) if looks_like_data => "text".to_string(),
+            (None, None) => format!("{:?}", excerpt(header)),
+        })
         .collect();
     if headers.len() > MAX_LISTED {
-        list.push(format!("and {} more", headers.len() - MAX_LISTED));
+        found.push(format!("and {} more", headers.len() - MAX_LISTED));
     }
-    if list.is_empty() {
-        return "no columns".into();
+    FileError::MissingColumns {
+        missing,
+        found,
+        looks_like_data,
     }
-    list.join(", ")
 }
 
 fn read_error(line: Option<u64>, error: impl std::fmt::Display) -> FileError {
@@ -447,10 +501,7 @@ fn check_columns(headers: &[String], columns: &[Option<Field>]) -> Result<(), Fi
     if missing.is_empty() {
         Ok(())
     } else {
-        Err(FileError::MissingColumns {
-            missing,
-            found: headers.to_vec(),
-        })
+        Err(missing_columns(missing, headers, columns))
     }
 }
 

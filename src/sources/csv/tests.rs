@@ -209,12 +209,35 @@ fn missing_required_columns_are_all_named_with_the_headers_found() {
         err,
         FileError::MissingColumns {
             missing: vec![Field::FirstName, Field::LastName],
-            found: vec!["Email".into(), "Name".into(), "Dept".into()],
+            found: vec!["\"Email\"".into(), "\"Name\"".into(), "\"Dept\"".into()],
+            looks_like_data: false,
         }
     );
     let text = err.to_string();
     assert!(text.contains("first_name, last_name"), "{text}");
     assert!(text.contains("\"Name\""), "{text}");
+}
+
+#[test]
+fn a_file_without_a_header_row_is_described_without_its_data() {
+    let csv = "ada.lovelace@example.com,Ada,Lovelace,+44 20 7946 0958\nbob@example.com,Bob,B,1\n";
+    let err = CsvSource::new(csv.as_bytes()).err().unwrap();
+    let text = err.to_string();
+    assert_eq!(
+        text,
+        "missing required column(s) email, first_name, last_name; the first line looks like \
+         data, not a header (an email address, text, text, a number): add a header row naming \
+         the columns (email, first_name, last_name, ...)"
+    );
+    let debug = format!("{err:?}");
+    for personal in ["ada", "Ada", "Lovelace", "7946", "example.com"] {
+        assert!(!debug.contains(personal), "{personal} in {debug}");
+    }
+    // Bounded: a line of many cells lists 30 and counts the rest.
+    let wide = format!("{}\n", vec!["x@example.com"; 100].join(","));
+    let text = CsvSource::new(wide.as_bytes()).err().unwrap().to_string();
+    assert!(text.contains("and 70 more"), "{text}");
+    assert!(text.len() < 800, "{text}");
 }
 
 #[test]
