@@ -68,6 +68,13 @@ class Template(unittest.TestCase):
         alarm = RESOURCES["DeadLetterAlarm"]["Properties"]
         self.assertEqual(alarm["Dimensions"][0]["Value"], {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]})
 
+    def test_report_uploads_cut_off_are_cleaned_up(self):
+        rules = RESOURCES["UploadBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+        aborts = [r for r in rules if r.get("Status") == "Enabled" and "AbortIncompleteMultipartUpload" in r]
+        self.assertEqual(len(aborts), 1)
+        self.assertEqual(aborts[0]["Prefix"], "reports/")
+        self.assertLessEqual(aborts[0]["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"], 7)
+
     def test_the_ledger_table_is_durable_encrypted_and_on_demand(self):
         table = RESOURCES["LedgerTable"]
         self.assertEqual(table["Type"], "AWS::DynamoDB::Table")
