@@ -10,6 +10,7 @@ use super::input::Input;
 use super::seed::Seeded;
 use crate::mask::mask_email;
 use crate::operation::{OperationResult, Outcome};
+use crate::scim::managed::Managed;
 use crate::user::{user_name_key, User};
 
 /// The outcome of the check.
@@ -58,37 +59,17 @@ impl<'a> TenantView<'a> {
     }
 }
 
-/// The attributes of a stored user that differ from `user` (names only).
+/// The managed attributes of a stored user that differ from what `user` asks (names only): all
+/// of them for an active user, only `active` for a leaver (a deactivation changes nothing else).
 fn differences(doc: &Value, user: &User) -> Vec<&'static str> {
-    let email = doc["emails"]
-        .as_array()
-        .and_then(|all| all.iter().find(|e| e["primary"] == true).or(all.first()))
-        .and_then(|e| e["value"].as_str());
-    let checks = [
-        (
-            "userName",
-            doc["userName"].as_str() == Some(user.user_name.as_str()),
-        ),
-        (
-            "name.givenName",
-            doc["name"]["givenName"].as_str() == Some(user.first_name.as_str()),
-        ),
-        (
-            "name.familyName",
-            doc["name"]["familyName"].as_str() == Some(user.last_name.as_str()),
-        ),
-        ("emails", email == Some(user.email.as_str())),
-        (
-            "active",
-            doc["active"].as_bool().unwrap_or(true) == user.active,
-        ),
-        ("title", doc["title"].as_str() == user.title.as_deref()),
-    ];
-    checks
-        .iter()
-        .filter(|(_, same)| !same)
-        .map(|(name, _)| *name)
-        .collect()
+    let have = Managed::of_resource(doc);
+    if user.active {
+        Managed::of_user(user).differences(&have)
+    } else if have.active {
+        vec!["active"]
+    } else {
+        Vec::new()
+    }
 }
 
 /// Checks every user of the input, the users nobody asked for, and the summary's creations.
