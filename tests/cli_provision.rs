@@ -107,7 +107,8 @@ async fn provision_creates_updates_and_deactivates() {
     assert_eq!(ada["active"], true);
     let grace = user(&users, "grace@example.com").unwrap();
     assert_eq!(grace["title"], "Rear Admiral, Navy");
-    assert_eq!(grace["userName"], "grace@example.com");
+    // Matched case-insensitively: the tenant's spelling of the userName is kept.
+    assert_eq!(grace["userName"], "Grace@Example.com");
     assert_eq!(user(&users, "alan@example.com").unwrap()["active"], false);
     assert_eq!(
         user(&users, "zoe@example.com").unwrap()["name"]["familyName"],

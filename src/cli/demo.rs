@@ -21,7 +21,7 @@ use crate::engine::{Engine, EngineConfig};
 use crate::scim::credentials::{Auth, Credentials, Secret, StaticCredentials};
 use crate::scim::http::Timeouts;
 use crate::sources::CsvSource;
-use crate::tenant::{FaultProfile, Tenant, TenantConfig, TenantStats};
+use crate::tenant::{FaultProfile, Quirks, Tenant, TenantConfig, TenantStats};
 
 /// The sample HR export, built into the binary so the demo runs from any directory.
 const SAMPLE: &str = include_str!("../../examples/hr-export.csv");
@@ -180,6 +180,7 @@ fn tenant_config(args: &DemoArgs, token: &str) -> TenantConfig {
             unavailable: args.error_rate,
             ..FaultProfile::default()
         },
+        quirks: Quirks::default(),
         seed: args.seed,
     }
 }

@@ -35,6 +35,8 @@ pub struct TenantConfig {
     pub requests_per_second: Option<f64>,
     /// Random faults injected in front of requests and inside BulkRequests.
     pub faults: FaultProfile,
+    /// Ways in which the tenant departs from RFC 7643/7644, as some real servers do.
+    pub quirks: Quirks,
     /// Seed of the random ids and of the injected faults, for reproducible runs.
     pub seed: u64,
 }
@@ -48,6 +50,7 @@ impl Default for TenantConfig {
             bulk_supported: true,
             requests_per_second: None,
             faults: FaultProfile::default(),
+            quirks: Quirks::default(),
             seed: 0,
         }
     }
@@ -63,10 +66,23 @@ impl std::fmt::Debug for TenantConfig {
             .field("bulk_supported", &self.bulk_supported)
             .field("requests_per_second", &self.requests_per_second)
             .field("faults", &self.faults)
+            .field("quirks", &self.quirks)
             .field("seed", &self.seed)
             .finish()
     }
 }
+
+/// Departures from the RFCs that some widely used servers make.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Quirks {
+    /// userName uniqueness and `filter=userName eq` compare case-sensitively (RFC 7643 says
+    /// caseExact false).
+    pub case_exact_user_names: bool,
+    /// One PatchOp form this tenant refuses with 400.
+    pub refused_patch: Option<PatchForm>,
+}
+
+pub use crate::engine::tenant::PatchForm;
 
 /// Faults injected at random (seeded by [`TenantConfig::seed`]) on top of the rate limit; each
 /// fraction is between 0.0 and 1.0 (outside it, or NaN, counts as 0 or 1).

@@ -55,7 +55,7 @@ impl Shared {
             .map(|rate| Mutex::new(TokenBucket::new(rate, Instant::now())));
         Self {
             base_url: base_url.to_string(),
-            store: Mutex::new(Store::new(base_url, config.seed)),
+            store: Mutex::new(Store::new(base_url, config.seed).with_quirks(config.quirks)),
             stats: Counters::default(),
             bucket,
             faults: Mutex::new(StdRng::seed_from_u64(config.seed ^ 0xd20b_0b5e)),

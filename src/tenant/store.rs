@@ -15,6 +15,8 @@ use serde_json::{json, Map, Value};
 use attrs::{apply_patch, finish, normalize};
 use filter::Filter;
 
+use super::{PatchForm, Quirks};
+
 pub use crate::scim::schema::{
     BULK_RESPONSE_SCHEMA, ENTERPRISE_SCHEMA, ERROR_SCHEMA, LIST_SCHEMA, USER_SCHEMA,
 };
@@ -103,6 +105,7 @@ struct Entry {
 #[derive(Debug)]
 pub struct Store {
     base_url: String,
+    quirks: Quirks,
     users: HashMap<String, Entry>,
     by_name: HashMap<String, String>,
     next_seq: u64,
@@ -114,10 +117,25 @@ impl Store {
     pub fn new(base_url: impl Into<String>, seed: u64) -> Self {
         Self {
             base_url: base_url.into(),
+            quirks: Quirks::default(),
             users: HashMap::new(),
             by_name: HashMap::new(),
             next_seq: 0,
             ids: StdRng::seed_from_u64(seed),
+        }
+    }
+
+    /// The store departing from the RFCs as `quirks` says.
+    pub fn with_quirks(self, quirks: Quirks) -> Self {
+        Self { quirks, ..self }
+    }
+
+    /// A userName as compared for uniqueness: folded (caseExact false) unless the quirk says.
+    fn name_key(&self, user_name: &str) -> String {
+        if self.quirks.case_exact_user_names {
+            user_name.to_string()
+        } else {
+            fold(user_name)
         }
     }
 
@@ -135,7 +153,7 @@ impl Store {
     /// Creates a user and returns its id.
     pub fn insert(&mut self, doc: &Value) -> Result<String, ScimError> {
         let attrs = normalize(doc)?;
-        let key = fold(user_name(&attrs));
+        let key = self.name_key(user_name(&attrs));
         if self.by_name.contains_key(&key) {
             return Err(uniqueness());
         }
@@ -179,6 +197,15 @@ impl Store {
             .ok_or_else(|| {
                 ScimError::invalid_syntax("A PatchOp needs a non-empty Operations array")
             })?;
+        let refused = |op: &Value| match self.quirks.refused_patch {
+            Some(PatchForm::Path) => op.get("path").is_some_and(|p| !p.is_null()),
+            Some(PatchForm::Value) => op.get("path").is_none_or(Value::is_null),
+            None => false,
+        };
+        if ops.iter().any(refused) {
+            let detail = "This form of PATCH operation is not supported by this service";
+            return Err(ScimError::invalid_syntax(detail));
+        }
         // Work on a copy so that a failing operation leaves the user untouched.
         let mut attrs = entry.attrs.clone();
         for op in ops {
@@ -194,7 +221,8 @@ impl Store {
             .users
             .remove(id)
             .ok_or_else(|| ScimError::not_found(id))?;
-        self.by_name.remove(&fold(user_name(&entry.attrs)));
+        let key = self.name_key(user_name(&entry.attrs));
+        self.by_name.remove(&key);
         Ok(())
     }
 
@@ -213,7 +241,11 @@ impl Store {
         let mut matching: Vec<(&String, &Entry)> = self
             .users
             .iter()
-            .filter(|(id, e)| filter.as_ref().is_none_or(|f| f.matches(id, &e.attrs)))
+            .filter(|(id, e)| {
+                filter
+                    .as_ref()
+                    .is_none_or(|f| f.matches(id, &e.attrs, self.quirks.case_exact_user_names))
+            })
             .collect();
         matching.sort_by_key(|(_, e)| e.seq);
         let start = start_index.max(1);
@@ -241,7 +273,7 @@ impl Store {
 
     /// Stores new attributes for an existing user, keeping userName unique.
     fn commit(&mut self, id: &str, attrs: Map<String, Value>) -> Result<Value, ScimError> {
-        let key = fold(user_name(&attrs));
+        let key = self.name_key(user_name(&attrs));
         if self.by_name.get(&key).is_some_and(|owner| owner != id) {
             return Err(uniqueness());
         }
@@ -249,7 +281,11 @@ impl Store {
             .users
             .get_mut(id)
             .ok_or_else(|| ScimError::not_found(id))?;
-        let old_key = fold(user_name(&entry.attrs));
+        let old_key = if self.quirks.case_exact_user_names {
+            user_name(&entry.attrs).to_string()
+        } else {
+            fold(user_name(&entry.attrs))
+        };
         entry.attrs = attrs;
         entry.version += 1;
         entry.modified = rfc3339(SystemTime::now());

@@ -60,9 +60,11 @@ impl Filter {
         Ok(Self { attribute, value })
     }
 
-    pub(super) fn matches(&self, id: &str, attrs: &Map<String, Value>) -> bool {
+    /// Whether a user matches; `case_exact` compares userNames as they are written.
+    pub(super) fn matches(&self, id: &str, attrs: &Map<String, Value>, case_exact: bool) -> bool {
         let wanted = fold(&self.value);
         match self.attribute {
+            FilterAttribute::UserName if case_exact => user_name(attrs) == self.value,
             FilterAttribute::UserName => fold(user_name(attrs)) == wanted,
             // externalId and id are caseExact (RFC 7643 §3.1).
             FilterAttribute::ExternalId => {
