@@ -67,16 +67,18 @@ async fn setup() -> (ScimServer, Stack, State) {
 }
 
 /// Every kind of unusable body in one batch — not JSON, truncated JSON, the wrong shape, an
-/// empty `users`, a body over 256 KiB, retry messages of version 0 and 2 or malformed, no body —
+/// empty `users`, a body over 1 MiB, retry messages of version 0 and 2 or malformed, no body —
 /// is named in `batchItemFailures` and provisions nobody; the usable messages of the same batch
-/// go: valid users created, invalid users reported by index, version-1 retry messages read even
-/// without their optional fields or with fields a newer writer added.
+/// go: valid users created (from a 300 KiB message too: SQS takes 1 MiB), invalid users
+/// reported by index, version-1 retry messages read even without their optional fields or
+/// with fields a newer writer added.
 #[tokio::test]
 async fn unusable_bodies_fail_alone_and_the_rest_of_the_batch_goes() {
     let (scim, stack, state) = setup().await;
-    let big_title = "x".repeat(300 * 1024);
     let mut oversized = person("big@example.com");
-    oversized["title"] = json!(big_title);
+    oversized["title"] = json!("x".repeat(1024 * 1024));
+    let mut wide = person("wide@example.com");
+    wide["title"] = json!("w".repeat(300 * 1024));
     let bad: Vec<(&str, String)> = vec![
         ("not-json", "hello, this is not JSON".into()),
         ("truncated", r#"{"users": [{"email": "cut@example.com", "first_na"#.into()),
@@ -93,7 +95,7 @@ async fn unusable_bodies_fail_alone_and_the_rest_of_the_batch_goes() {
         ("retry-version-text", json!({"version": "1", "operations": [retry_op("text@example.com", json!({}))]}).to_string()),
         ("empty-body", String::new()),
     ];
-    assert!(bad[8].1.len() > 256 * 1024);
+    assert!(bad[8].1.len() > 1024 * 1024);
     let good: Vec<(&str, String)> = vec![
         (
             "producer",
@@ -106,6 +108,8 @@ async fn unusable_bodies_fail_alone_and_the_rest_of_the_batch_goes() {
             "all-invalid",
             json!({"users": [{"email": "x", "first_name": "X", "last_name": "Y"}]}).to_string(),
         ),
+        // Over the classic 256 KiB, under SQS's 1 MiB.
+        ("wide", json!({"users": [wide]}).to_string()),
         // Written by this version but without the optional fields (attempt, row, first_seen).
         (
             "retry-v1-minimal",
@@ -146,13 +150,21 @@ async fn unusable_bodies_fail_alone_and_the_rest_of_the_batch_goes() {
         [
             "ada@example.com",
             "extra@example.com",
-            "minimal@example.com"
+            "minimal@example.com",
+            "wide@example.com"
         ],
         "only the usable messages' valid users"
     );
     assert_eq!(
         find_user(&users, "extra@example.com").unwrap()["name"]["familyName"],
         "Try"
+    );
+    assert_eq!(
+        find_user(&users, "wide@example.com").unwrap()["title"]
+            .as_str()
+            .unwrap()
+            .len(),
+        300 * 1024
     );
 
     let report = report_lines(&stack.sdk, BUCKET).await;

@@ -5,8 +5,8 @@ use serde_json::{Map, Value};
 use super::fields::{canonical_field, validate, Field, RowError};
 use crate::user::User;
 
-/// Largest message body accepted, in bytes (the classic SQS message limit).
-pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+/// Largest message body accepted, in bytes: the most SQS delivers (1 MiB since August 2025).
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// A problem with a message as a whole: none of its users can be read.
 ///
