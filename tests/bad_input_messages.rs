@@ -16,7 +16,7 @@ use support::aws::{
     batch_failures, bearer_secret, create_secret, invoke, pump_in_process, queue_depth, receive,
     report_lines, send, sqs_event, start_stack, Stack, BUCKET,
 };
-use support::faults::{FaultProxy, TokenMode};
+use support::faults::{Fault, FaultProxy, TokenMode};
 use support::{find_user, list_users, start_scim2_server, ScimOptions, ScimServer};
 
 /// An SQS event as Lambda's event source mapping builds it, with chosen message ids (so bodies
@@ -196,6 +196,146 @@ async fn unusable_bodies_fail_alone_and_the_rest_of_the_batch_goes() {
         0,
         "nothing was re-enqueued"
     );
+}
+
+/// Retry messages are not trusted: anyone allowed to send to the queue can write one. A forged
+/// one with an invalid email is reported `invalid` by its message and operation index and
+/// nothing is sent; one claiming u32::MAX attempts gets a single last attempt (no overflow, no
+/// extra retries): after a 503 it is reported failed, not re-enqueued.
+#[tokio::test]
+async fn forged_retry_messages_are_validated_like_producer_messages() {
+    support::aws::init_logs();
+    let scim = start_scim2_server(ScimOptions::default()).await;
+    let proxy = FaultProxy::in_front_of(&scim);
+    let stack = start_stack(&bearer_secret(&proxy.url, &scim.token)).await;
+    let state = stack.state(&[("REPORT_BUCKET", BUCKET)]);
+    proxy.inject("POST", "/Bulk", Fault::status(503));
+    let mut bad_email = retry_op("not-an-address", json!({}));
+    bad_email["user"]["user_name"] = json!("forged@example.com");
+    let batch: Vec<(&str, String)> = vec![
+        (
+            "forged-email",
+            json!({"version": 1, "operations": [retry_op("ok@example.com", json!({})), bad_email]})
+                .to_string(),
+        ),
+        (
+            "forged-attempt",
+            json!({"version": 1, "operations": [retry_op("many@example.com", json!({"attempt": u32::MAX}))]})
+                .to_string(),
+        ),
+    ];
+    let response = invoke(&state, event(&batch, &stack.queues.arn), "req-forged")
+        .await
+        .expect("the batch is handled");
+    assert!(batch_failures(&response).is_empty(), "{response}");
+    assert_eq!(proxy.pending_faults(), 0, "the 503 was met");
+
+    let users = list_users(&scim.base_url, &scim.token).await;
+    assert!(users.is_empty(), "nothing got through the 503: {users:#?}");
+    let sent: Vec<String> = proxy
+        .requests()
+        .iter()
+        .filter_map(|r| r.json())
+        .map(|body| body.to_string())
+        .collect();
+    assert!(
+        sent.iter()
+            .all(|b| !b.contains("not-an-address") && !b.contains("forged@")),
+        "the invalid user was never sent: {sent:?}"
+    );
+    assert_eq!(
+        queue_depth(&stack.sdk, &stack.queues.url).await,
+        1,
+        "only ok@ goes back to the queue after the 503"
+    );
+    let requeued = receive(
+        &stack.sdk,
+        &stack.queues.url,
+        Duration::from_secs(5),
+        Duration::from_secs(30),
+    )
+    .await;
+    let body: Value = serde_json::from_str(requeued[0].body().unwrap()).unwrap();
+    let ops = body["operations"].as_array().unwrap();
+    assert_eq!(ops.len(), 1, "{body}");
+    assert_eq!(ops[0]["user"]["user_name"], "ok@example.com");
+
+    let report = report_lines(&stack.sdk, BUCKET).await;
+    assert_eq!(report.len(), 2, "{report:#?}");
+    let invalid = report
+        .iter()
+        .find(|l| l["status"] == "invalid")
+        .expect("an invalid line");
+    assert_eq!(invalid["source"], "sqs:forged-email");
+    let reason = invalid["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("operations[1]: email") && reason.contains("no @"),
+        "{reason}"
+    );
+    let failed = report
+        .iter()
+        .find(|l| l["status"] == "failed")
+        .expect("a failed line");
+    assert_eq!(failed["user_name"], "many@example.com");
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("gave up after 8 attempts"),
+        "MAX_ATTEMPTS is 8: {reason}"
+    );
+}
+
+/// A retry message's `source` may name any bucket: reports of SQS work go to `REPORT_BUCKET`
+/// only, and without it to the log, never to a bucket a message names (created here, and
+/// checked empty).
+#[tokio::test]
+async fn a_forged_source_never_chooses_the_report_bucket() {
+    support::aws::init_logs();
+    let scim = start_scim2_server(ScimOptions::default()).await;
+    let stack = start_stack(&bearer_secret(&scim.base_url, &scim.token)).await;
+    let victim = "someone-elses-bucket";
+    support::aws::create_bucket(&stack.sdk, victim).await;
+    // A leaver who does not exist: skipped, which makes a report line.
+    let forged = |email: &str| {
+        let mut op = retry_op(
+            email,
+            json!({"source": format!("s3://{victim}/incoming/staff.csv"), "row": 2}),
+        );
+        op["user"]["active"] = json!(false);
+        json!({"version": 1, "operations": [op]}).to_string()
+    };
+    for (extra, email, request) in [
+        (&[][..], "gone@example.com", "req-no-report-bucket"),
+        (
+            &[("REPORT_BUCKET", BUCKET)][..],
+            "left@example.com",
+            "req-report-bucket",
+        ),
+    ] {
+        let state = stack.state(extra);
+        let response = invoke(
+            &state,
+            event(&[("forged-source", forged(email))], &stack.queues.arn),
+            request,
+        )
+        .await
+        .expect("handled");
+        assert!(batch_failures(&response).is_empty(), "{response}");
+        assert!(
+            support::aws::list_keys(&stack.sdk, victim, "")
+                .await
+                .is_empty(),
+            "{request}: nothing may be written to a bucket a message names"
+        );
+    }
+    let report = report_lines(&stack.sdk, BUCKET).await;
+    assert_eq!(report.len(), 1, "only with REPORT_BUCKET: {report:#?}");
+    assert_eq!(report[0]["status"], "skipped");
+    assert_eq!(report[0]["user_name"], "left@example.com");
+    assert_eq!(
+        report[0]["source"],
+        format!("s3://{victim}/incoming/staff.csv")
+    );
+    assert!(list_users(&scim.base_url, &scim.token).await.is_empty());
 }
 
 /// Poison messages (not JSON, empty `users`, a retry message of version 2) sent through the real

@@ -52,10 +52,33 @@ pub(super) async fn write(
     request_id: &str,
     lines: &[ReportLine],
 ) -> Result<Option<String>, S3Error> {
+    write_to(state, bucket_for(state, source), source, request_id, lines).await
+}
+
+/// [`write`] for lines about work that came in an SQS message: to `REPORT_BUCKET` only. A
+/// bucket is never taken from a message's `source`: anyone allowed to send to the queue could
+/// name any bucket there.
+pub(super) async fn write_for_message(
+    state: &State,
+    source: &str,
+    request_id: &str,
+    lines: &[ReportLine],
+) -> Result<Option<String>, S3Error> {
+    let bucket = state.config.report_bucket.clone();
+    write_to(state, bucket, source, request_id, lines).await
+}
+
+async fn write_to(
+    state: &State,
+    bucket: Option<String>,
+    source: &str,
+    request_id: &str,
+    lines: &[ReportLine],
+) -> Result<Option<String>, S3Error> {
     if lines.is_empty() {
         return Ok(None);
     }
-    let Some(bucket) = bucket_for(state, source) else {
+    let Some(bucket) = bucket else {
         for line in lines {
             tracing::warn!(
                 source,
