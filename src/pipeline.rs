@@ -19,10 +19,32 @@ pub struct Requeue {
     pub delay: Duration,
 }
 
+/// What a queue did not take of the items given to [`WorkQueue::enqueue`] (indices into them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NotEnqueued {
+    /// Items that could not be enqueued this time: their origin must be delivered again.
+    pub failed: Vec<usize>,
+    /// Items no message of the queue can carry, with why: sending again cannot help, so they
+    /// are reported failed.
+    pub too_large: Vec<(usize, String)>,
+}
+
+impl NotEnqueued {
+    /// How many items were not enqueued.
+    pub fn len(&self) -> usize {
+        self.failed.len() + self.too_large.len()
+    }
+
+    /// Whether every item was enqueued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// A queue that accepts work back with a per-item delay (SQS, or in memory for the demo).
 pub trait WorkQueue: Send + Sync {
-    /// Enqueues every item; returns the indices of the items that could not be enqueued.
-    fn enqueue<'a>(&'a self, items: &'a [Requeue]) -> BoxFuture<'a, Vec<usize>>;
+    /// Enqueues every item; says which items were not enqueued.
+    fn enqueue<'a>(&'a self, items: &'a [Requeue]) -> BoxFuture<'a, NotEnqueued>;
 }
 
 /// Counts over one or more cycles, as printed in summaries and logged per invocation.
@@ -128,33 +150,52 @@ pub async fn run_cycle(
     deadline: Instant,
     queue: &dyn WorkQueue,
 ) -> Result<Settled, EngineError> {
-    let CycleReport { results, stats } = engine.run_cycle(operations, deadline).await?;
+    let CycleReport { mut results, stats } = engine.run_cycle(operations, deadline).await?;
+    let mut requeue = Vec::new();
+    let mut requeue_index = Vec::new();
+    for (i, result) in results.iter().enumerate() {
+        if let (Some(operation), Some(delay)) = (result.requeued(), result.outcome.delay()) {
+            requeue.push(Requeue { operation, delay });
+            requeue_index.push(i);
+        }
+    }
+    let not_enqueued = if requeue.is_empty() {
+        NotEnqueued::default()
+    } else {
+        queue.enqueue(&requeue).await
+    };
+    // Work no message can carry fails for good here, with its reason, rather than failing its
+    // event again at every delivery.
+    for (j, why) in not_enqueued.too_large {
+        let Some(result) = requeue_index.get(j).and_then(|&i| results.get_mut(i)) else {
+            continue;
+        };
+        let (status, before) = match &result.outcome {
+            Outcome::Retry { status, reason, .. } => (*status, reason.clone()),
+            Outcome::Deferred { reason, .. } => (None, reason.clone()),
+            _ => continue,
+        };
+        result.outcome = Outcome::Failed {
+            status,
+            scim_type: None,
+            detail: format!("not sent again ({before}): {why}"),
+        };
+    }
+    let unsettled = not_enqueued
+        .failed
+        .into_iter()
+        .filter_map(|j| requeue_index.get(j).copied())
+        .collect();
     let mut summary = Summary {
         throttled: stats.throttled,
         requests: stats.requests,
         ..Summary::default()
     };
     let mut report = Vec::new();
-    let mut requeue = Vec::new();
-    let mut requeue_index = Vec::new();
-    for (i, result) in results.iter().enumerate() {
+    for result in &results {
         summary.count(&result.outcome);
         report.extend(report_line(result));
-        if let (Some(operation), Some(delay)) = (result.requeued(), result.outcome.delay()) {
-            requeue.push(Requeue { operation, delay });
-            requeue_index.push(i);
-        }
     }
-    let unsettled = if requeue.is_empty() {
-        Vec::new()
-    } else {
-        queue
-            .enqueue(&requeue)
-            .await
-            .into_iter()
-            .filter_map(|j| requeue_index.get(j).copied())
-            .collect()
-    };
     Ok(Settled {
         results,
         summary,

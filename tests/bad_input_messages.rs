@@ -16,7 +16,7 @@ use support::aws::{
     batch_failures, bearer_secret, create_secret, invoke, pump_in_process, queue_depth, receive,
     report_lines, send, sqs_event, start_stack, Stack, BUCKET,
 };
-use support::faults::{FaultProxy, TokenMode};
+use support::faults::{Fault, FaultProxy, TokenMode};
 use support::{find_user, list_users, start_scim2_server, ScimOptions, ScimServer};
 
 /// An SQS event as Lambda's event source mapping builds it, with chosen message ids (so bodies
@@ -67,16 +67,18 @@ async fn setup() -> (ScimServer, Stack, State) {
 }
 
 /// Every kind of unusable body in one batch — not JSON, truncated JSON, the wrong shape, an
-/// empty `users`, a body over 256 KiB, retry messages of version 0 and 2 or malformed, no body —
+/// empty `users`, a body over 1 MiB, retry messages of version 0 and 2 or malformed, no body —
 /// is named in `batchItemFailures` and provisions nobody; the usable messages of the same batch
-/// go: valid users created, invalid users reported by index, version-1 retry messages read even
-/// without their optional fields or with fields a newer writer added.
+/// go: valid users created (from a 300 KiB message too: SQS takes 1 MiB), invalid users
+/// reported by index, version-1 retry messages read even without their optional fields or
+/// with fields a newer writer added.
 #[tokio::test]
 async fn unusable_bodies_fail_alone_and_the_rest_of_the_batch_goes() {
     let (scim, stack, state) = setup().await;
-    let big_title = "x".repeat(300 * 1024);
     let mut oversized = person("big@example.com");
-    oversized["title"] = json!(big_title);
+    oversized["title"] = json!("x".repeat(1024 * 1024));
+    let mut wide = person("wide@example.com");
+    wide["title"] = json!("w".repeat(300 * 1024));
     let bad: Vec<(&str, String)> = vec![
         ("not-json", "hello, this is not JSON".into()),
         ("truncated", r#"{"users": [{"email": "cut@example.com", "first_na"#.into()),
@@ -93,7 +95,7 @@ async fn unusable_bodies_fail_alone_and_the_rest_of_the_batch_goes() {
         ("retry-version-text", json!({"version": "1", "operations": [retry_op("text@example.com", json!({}))]}).to_string()),
         ("empty-body", String::new()),
     ];
-    assert!(bad[8].1.len() > 256 * 1024);
+    assert!(bad[8].1.len() > 1024 * 1024);
     let good: Vec<(&str, String)> = vec![
         (
             "producer",
@@ -106,6 +108,8 @@ async fn unusable_bodies_fail_alone_and_the_rest_of_the_batch_goes() {
             "all-invalid",
             json!({"users": [{"email": "x", "first_name": "X", "last_name": "Y"}]}).to_string(),
         ),
+        // Over the classic 256 KiB, under SQS's 1 MiB.
+        ("wide", json!({"users": [wide]}).to_string()),
         // Written by this version but without the optional fields (attempt, row, first_seen).
         (
             "retry-v1-minimal",
@@ -146,13 +150,21 @@ async fn unusable_bodies_fail_alone_and_the_rest_of_the_batch_goes() {
         [
             "ada@example.com",
             "extra@example.com",
-            "minimal@example.com"
+            "minimal@example.com",
+            "wide@example.com"
         ],
         "only the usable messages' valid users"
     );
     assert_eq!(
         find_user(&users, "extra@example.com").unwrap()["name"]["familyName"],
         "Try"
+    );
+    assert_eq!(
+        find_user(&users, "wide@example.com").unwrap()["title"]
+            .as_str()
+            .unwrap()
+            .len(),
+        300 * 1024
     );
 
     let report = report_lines(&stack.sdk, BUCKET).await;
@@ -184,6 +196,146 @@ async fn unusable_bodies_fail_alone_and_the_rest_of_the_batch_goes() {
         0,
         "nothing was re-enqueued"
     );
+}
+
+/// Retry messages are not trusted: anyone allowed to send to the queue can write one. A forged
+/// one with an invalid email is reported `invalid` by its message and operation index and
+/// nothing is sent; one claiming u32::MAX attempts gets a single last attempt (no overflow, no
+/// extra retries): after a 503 it is reported failed, not re-enqueued.
+#[tokio::test]
+async fn forged_retry_messages_are_validated_like_producer_messages() {
+    support::aws::init_logs();
+    let scim = start_scim2_server(ScimOptions::default()).await;
+    let proxy = FaultProxy::in_front_of(&scim);
+    let stack = start_stack(&bearer_secret(&proxy.url, &scim.token)).await;
+    let state = stack.state(&[("REPORT_BUCKET", BUCKET)]);
+    proxy.inject("POST", "/Bulk", Fault::status(503));
+    let mut bad_email = retry_op("not-an-address", json!({}));
+    bad_email["user"]["user_name"] = json!("forged@example.com");
+    let batch: Vec<(&str, String)> = vec![
+        (
+            "forged-email",
+            json!({"version": 1, "operations": [retry_op("ok@example.com", json!({})), bad_email]})
+                .to_string(),
+        ),
+        (
+            "forged-attempt",
+            json!({"version": 1, "operations": [retry_op("many@example.com", json!({"attempt": u32::MAX}))]})
+                .to_string(),
+        ),
+    ];
+    let response = invoke(&state, event(&batch, &stack.queues.arn), "req-forged")
+        .await
+        .expect("the batch is handled");
+    assert!(batch_failures(&response).is_empty(), "{response}");
+    assert_eq!(proxy.pending_faults(), 0, "the 503 was met");
+
+    let users = list_users(&scim.base_url, &scim.token).await;
+    assert!(users.is_empty(), "nothing got through the 503: {users:#?}");
+    let sent: Vec<String> = proxy
+        .requests()
+        .iter()
+        .filter_map(|r| r.json())
+        .map(|body| body.to_string())
+        .collect();
+    assert!(
+        sent.iter()
+            .all(|b| !b.contains("not-an-address") && !b.contains("forged@")),
+        "the invalid user was never sent: {sent:?}"
+    );
+    assert_eq!(
+        queue_depth(&stack.sdk, &stack.queues.url).await,
+        1,
+        "only ok@ goes back to the queue after the 503"
+    );
+    let requeued = receive(
+        &stack.sdk,
+        &stack.queues.url,
+        Duration::from_secs(5),
+        Duration::from_secs(30),
+    )
+    .await;
+    let body: Value = serde_json::from_str(requeued[0].body().unwrap()).unwrap();
+    let ops = body["operations"].as_array().unwrap();
+    assert_eq!(ops.len(), 1, "{body}");
+    assert_eq!(ops[0]["user"]["user_name"], "ok@example.com");
+
+    let report = report_lines(&stack.sdk, BUCKET).await;
+    assert_eq!(report.len(), 2, "{report:#?}");
+    let invalid = report
+        .iter()
+        .find(|l| l["status"] == "invalid")
+        .expect("an invalid line");
+    assert_eq!(invalid["source"], "sqs:forged-email");
+    let reason = invalid["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("operations[1]: email") && reason.contains("no @"),
+        "{reason}"
+    );
+    let failed = report
+        .iter()
+        .find(|l| l["status"] == "failed")
+        .expect("a failed line");
+    assert_eq!(failed["user_name"], "many@example.com");
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("gave up after 8 attempts"),
+        "MAX_ATTEMPTS is 8: {reason}"
+    );
+}
+
+/// A retry message's `source` may name any bucket: reports of SQS work go to `REPORT_BUCKET`
+/// only, and without it to the log, never to a bucket a message names (created here, and
+/// checked empty).
+#[tokio::test]
+async fn a_forged_source_never_chooses_the_report_bucket() {
+    support::aws::init_logs();
+    let scim = start_scim2_server(ScimOptions::default()).await;
+    let stack = start_stack(&bearer_secret(&scim.base_url, &scim.token)).await;
+    let victim = "someone-elses-bucket";
+    support::aws::create_bucket(&stack.sdk, victim).await;
+    // A leaver who does not exist: skipped, which makes a report line.
+    let forged = |email: &str| {
+        let mut op = retry_op(
+            email,
+            json!({"source": format!("s3://{victim}/incoming/staff.csv"), "row": 2}),
+        );
+        op["user"]["active"] = json!(false);
+        json!({"version": 1, "operations": [op]}).to_string()
+    };
+    for (extra, email, request) in [
+        (&[][..], "gone@example.com", "req-no-report-bucket"),
+        (
+            &[("REPORT_BUCKET", BUCKET)][..],
+            "left@example.com",
+            "req-report-bucket",
+        ),
+    ] {
+        let state = stack.state(extra);
+        let response = invoke(
+            &state,
+            event(&[("forged-source", forged(email))], &stack.queues.arn),
+            request,
+        )
+        .await
+        .expect("handled");
+        assert!(batch_failures(&response).is_empty(), "{response}");
+        assert!(
+            support::aws::list_keys(&stack.sdk, victim, "")
+                .await
+                .is_empty(),
+            "{request}: nothing may be written to a bucket a message names"
+        );
+    }
+    let report = report_lines(&stack.sdk, BUCKET).await;
+    assert_eq!(report.len(), 1, "only with REPORT_BUCKET: {report:#?}");
+    assert_eq!(report[0]["status"], "skipped");
+    assert_eq!(report[0]["user_name"], "left@example.com");
+    assert_eq!(
+        report[0]["source"],
+        format!("s3://{victim}/incoming/staff.csv")
+    );
+    assert!(list_users(&scim.base_url, &scim.token).await.is_empty());
 }
 
 /// Poison messages (not JSON, empty `users`, a retry message of version 2) sent through the real

@@ -1,12 +1,15 @@
 //! `provision` against the embedded tenant started in this test process: a real run, a dry run
-//! that changes nothing, and credential errors that name the field but never the value.
+//! that changes nothing, credential errors that name the field but never the value, and a run
+//! that stops midway and still reports everything it knew.
 
 mod support;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use scim_bulk_provisioner::tenant::{Tenant, TenantConfig};
 use serde_json::{json, Value};
+use support::faults::{Fault, FaultProxy};
 
 const TOKEN: &str = "cli-test-token-5b1f";
 
@@ -236,5 +239,100 @@ async fn secret_id_reads_the_credentials_from_secrets_manager() {
             || err.contains("not found")
             || err.contains("ResourceNotFound"),
         "{err}"
+    );
+}
+
+/// The credentials stop working after the first cycle (the service answers 401 and the token
+/// endpoint then refuses the client): the run stops with exit code 2 naming the cause, and the
+/// report still holds every line known by then (the invalid row, the skipped leaver of the
+/// first cycle) and a `stopped` line saying why and how much was not done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_stops_midway_still_writes_what_it_knows() {
+    let tenant = Tenant::start(TenantConfig {
+        bearer_token: TOKEN.into(),
+        ..TenantConfig::default()
+    })
+    .await
+    .unwrap();
+    let proxy = FaultProxy::start(&tenant.base_url(), TOKEN);
+    // The first token is issued; every later request for one is refused, as for a client
+    // whose secret was revoked during the run.
+    proxy.inject("POST", "/oauth/token", Fault::Delay(Duration::ZERO));
+    proxy.inject_always("POST", "/oauth/token", Fault::status(401));
+    // The first cycle's BulkRequest goes through; the second is answered 401.
+    proxy.inject("POST", "/Bulk", Fault::Delay(Duration::ZERO));
+    proxy.inject("POST", "/Bulk", Fault::Unauthorized);
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("staff.csv");
+    std::fs::write(
+        &csv,
+        "email,first_name,last_name,status\n\
+         ada@example.com,Ada,Lovelace,active\n\
+         ghost@example.com,Gone,Away,leaver\n\
+         nolast@example.com,No,,active\n\
+         bob@example.com,Bob,B,active\n\
+         cy@example.com,Cy,C,active\n\
+         dee@example.com,Dee,D,active\n\
+         eve@example.com,Eve,E,active\n",
+    )
+    .unwrap();
+    let credentials = dir.path().join("scim.json");
+    let secret = json!({
+        "base_url": proxy.url, "auth_type": "oauth_client_credentials",
+        "token_url": proxy.oauth_token_url(), "client_id": "test-client",
+        "client_secret": "test-client-secret",
+    });
+    std::fs::write(&credentials, secret.to_string()).unwrap();
+    let report = dir.path().join("report.jsonl");
+    let mut argv = args(&["provision", "--quiet", "--batch", "2", "--csv"], &[&csv]);
+    argv.extend(args(&["--credentials"], &[&credentials]));
+    argv.extend(args(&["--report"], &[&report]));
+    let (code, out, err) = run(argv, vec![]).await;
+
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(err.contains("refused the credentials"), "{err}");
+    assert!(err.contains(&report.display().to_string()), "{err}");
+    assert!(!err.contains("test-client-secret") && !out.contains("test-client-secret"));
+    assert_eq!(
+        proxy.pending_faults(),
+        1,
+        "only the always-refuse rule is left"
+    );
+    let users = tenant.users();
+    assert_eq!(users.len(), 1, "{users:#?}");
+    assert!(user(&users, "ada@example.com").is_some());
+    assert!(out.contains("  created                1\n"), "{out}");
+    assert!(
+        out.contains("  not done               4   stopped"),
+        "{out}"
+    );
+    assert!(out.contains("Stopped before the end: "), "{out}");
+
+    let text = std::fs::read_to_string(&report).expect("the report is written");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let statuses: Vec<(&str, Option<u64>)> = lines
+        .iter()
+        .map(|l| (l["status"].as_str().unwrap(), l["row"].as_u64()))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("invalid", Some(4)),
+            ("skipped", Some(3)),
+            ("stopped", None)
+        ],
+        "{text}"
+    );
+    let stopped = &lines[2];
+    assert_eq!(stopped["source"], csv.display().to_string());
+    let reason = stopped["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("the run stopped before the end: ")
+            && reason.contains("refused the credentials")
+            && reason.contains("4 operation(s) were not done"),
+        "{reason}"
     );
 }

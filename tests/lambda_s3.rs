@@ -300,7 +300,12 @@ async fn a_csv_upload_is_provisioned_through_the_queue_exactly_once() {
     support::aws::init_logs();
     let scim = start_scim2_server(ScimOptions::default()).await;
     let stack = start_stack(&bearer_secret(&scim.base_url, &scim.token)).await;
-    let state = stack.state(&[("S3_CYCLE_MAX_OPERATIONS", "100")]);
+    // REPORT_BUCKET as the template sets it: the rows finished from the queue are reported
+    // there only (a bucket is never taken from a message), without it only logged.
+    let state = stack.state(&[
+        ("S3_CYCLE_MAX_OPERATIONS", "100"),
+        ("REPORT_BUCKET", BUCKET),
+    ]);
     let (records, response) =
         provision_file(&stack, &state, 300, &scim.base_url, &scim.token).await;
     let object = &response["objects"][0];
@@ -341,7 +346,12 @@ async fn faults_are_retried_through_the_queue_and_nothing_is_lost_or_doubled() {
     let scim = start_scim2_server(ScimOptions::default()).await;
     let proxy = FaultProxy::in_front_of(&scim);
     let stack = start_stack(&bearer_secret(&proxy.url, &scim.token)).await;
-    let state = stack.state(&[("S3_CYCLE_MAX_OPERATIONS", "120")]);
+    // REPORT_BUCKET as the template sets it: the rows finished from the queue are reported
+    // there only (a bucket is never taken from a message), without it only logged.
+    let state = stack.state(&[
+        ("S3_CYCLE_MAX_OPERATIONS", "120"),
+        ("REPORT_BUCKET", BUCKET),
+    ]);
     proxy.inject_times("POST", "/Bulk", Fault::status(503), 2);
     proxy.inject("POST", "/Bulk", Fault::throttled("1"));
     proxy.inject("POST", "/Bulk", Fault::AppliedButFailed);

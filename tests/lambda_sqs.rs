@@ -1,5 +1,6 @@
 //! The function in process on SQS batches, against moto and scim2-server: producer and retry
-//! messages in one cycle, partial batch responses, bad bodies, bad secrets, unknown events.
+//! messages in one cycle, partial batch responses, bad bodies, bad secrets, unknown events,
+//! and rows whose operations are too large for the queue's messages.
 
 mod support;
 
@@ -9,8 +10,8 @@ use scim_bulk_provisioner::aws::sqs::RetryMessage;
 use scim_bulk_provisioner::lambda::HandlerError;
 use serde_json::{json, Value};
 use support::aws::{
-    batch_failures, bearer_secret, invoke, pump_in_process, receive, report_lines, send, sqs_event,
-    start_stack, BUCKET,
+    batch_failures, bearer_secret, invoke, pump_in_process, put_object, receive, report_lines,
+    s3_put_event, send, sqs, sqs_event, start_stack, BUCKET,
 };
 use support::faults::{Fault, FaultProxy};
 use support::{find_user, list_users, start_scim2_server, ScimOptions};
@@ -193,4 +194,166 @@ async fn an_unknown_event_names_its_top_level_keys_only() {
     assert!(matches!(err, HandlerError::UnknownEvent(_)), "{text}");
     assert!(text.contains("[hello, items]"), "{text}");
     assert!(!text.contains("secret"), "{text}");
+}
+
+/// A CSV field holding `text`, quoted.
+fn quoted(text: &str) -> String {
+    format!("\"{}\"", text.replace('"', "\"\""))
+}
+
+/// A CSV row (email, first_name, last_name, title, department, display_name).
+fn csv_row(email: &str, title: &str, department: &str, display_name: &str) -> String {
+    format!(
+        "{email},Given,Family,{},{},{}\n",
+        quoted(title),
+        quoted(department),
+        quoted(display_name)
+    )
+}
+
+const WIDE_HEADER: &str = "email,first_name,last_name,title,department,display_name\n";
+
+/// Fields near the 64 KiB a CSV field may hold, each doubled by JSON escaping (quotes): an
+/// operation of about 320 KB, more than the old 200 KiB retry message, less than 1 MiB.
+fn big_row(email: &str) -> String {
+    let quotes = "\"".repeat(64_000);
+    csv_row(email, &quotes, &quotes, &"d".repeat(64_000))
+}
+
+/// Three fields of 64,000 control characters, each six bytes in JSON (`\u0001`): an operation
+/// of 1.15 MB, which no SQS message can carry.
+fn huge_row(email: &str) -> String {
+    let controls = "\u{1}".repeat(64_000);
+    csv_row(email, &controls, &controls, &controls)
+}
+
+/// Rows past the S3 cycle go through the queue in messages of up to 1 MiB: a 320 KB operation
+/// is deferred and provisioned; one of 1.15 MB is reported `failed` with its line and the
+/// reason, the S3 event succeeds, and nothing else is held back or enqueued twice.
+#[tokio::test]
+async fn a_row_too_large_for_any_message_is_reported_failed_and_the_rest_goes() {
+    support::aws::init_logs();
+    let scim = start_scim2_server(ScimOptions::default()).await;
+    let stack = start_stack(&bearer_secret(&scim.base_url, &scim.token)).await;
+    let state = stack.state(&[("REPORT_BUCKET", BUCKET), ("S3_CYCLE_MAX_OPERATIONS", "1")]);
+    let csv = [
+        WIDE_HEADER.to_string(),
+        csv_row("first@example.com", "Agent", "Sales", "First"),
+        big_row("big@example.com"),
+        huge_row("huge@example.com"),
+        csv_row("after@example.com", "Agent", "Sales", "After"),
+    ]
+    .concat();
+    put_object(&stack.sdk, BUCKET, "incoming/wide.csv", csv).await;
+    let response = invoke(&state, s3_put_event(BUCKET, "incoming/wide.csv"), "s3-wide")
+        .await
+        .expect("the S3 event succeeds: nothing is left unreported");
+    let object = &response["objects"][0];
+    assert_eq!(object["provisioned_now"], 1, "{response}");
+    assert_eq!(object["deferred_to_queue"], 2, "{response}");
+
+    let report = report_lines(&stack.sdk, BUCKET).await;
+    assert_eq!(report.len(), 1, "{report:#?}");
+    let line = &report[0];
+    assert_eq!(line["status"], "failed");
+    assert_eq!(line["row"], 4, "the huge row is line 4");
+    assert_eq!(line["source"], "s3://scim-uploads/incoming/wide.csv");
+    assert_eq!(line["user_name"], "huge@example.com");
+    let reason = line["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("more than the 1032192 bytes") && reason.contains("shorten"),
+        "{reason}"
+    );
+
+    let pumped = pump_in_process(
+        &stack.sdk,
+        &stack.queues,
+        &state,
+        Duration::from_secs(2),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(
+        pumped.errors.is_empty() && pumped.failures.is_empty(),
+        "{pumped:?}"
+    );
+    let users = list_users(&scim.base_url, &scim.token).await;
+    let mut names: Vec<&str> = users
+        .iter()
+        .map(|u| u["userName"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["after@example.com", "big@example.com", "first@example.com"]
+    );
+    let big = find_user(&users, "big@example.com").unwrap();
+    assert_eq!(big["title"].as_str().unwrap().len(), 64_000);
+    assert_eq!(report_lines(&stack.sdk, BUCKET).await.len(), 1);
+}
+
+/// On a queue whose `MaximumMessageSize` is the classic 256 KiB, a 320 KB operation that met a
+/// 503 in the S3 cycle cannot go back to the queue: it is reported `failed` with its line,
+/// the status and the reason, and the event succeeds; the small row after it is deferred.
+#[tokio::test]
+async fn the_queue_s_own_message_size_limit_is_read_and_respected() {
+    support::aws::init_logs();
+    let scim = start_scim2_server(ScimOptions::default()).await;
+    let proxy = FaultProxy::in_front_of(&scim);
+    let stack = start_stack(&bearer_secret(&proxy.url, &scim.token)).await;
+    sqs(&stack.sdk)
+        .set_queue_attributes()
+        .queue_url(&stack.queues.url)
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::MaximumMessageSize,
+            "262144",
+        )
+        .send()
+        .await
+        .expect("set MaximumMessageSize");
+    let state = stack.state(&[("REPORT_BUCKET", BUCKET), ("S3_CYCLE_MAX_OPERATIONS", "1")]);
+    proxy.inject("POST", "/Bulk", Fault::status(503));
+    let csv = [
+        WIDE_HEADER.to_string(),
+        big_row("big@example.com"),
+        csv_row("after@example.com", "Agent", "Sales", "After"),
+    ]
+    .concat();
+    put_object(&stack.sdk, BUCKET, "incoming/wide.csv", csv).await;
+    let response = invoke(&state, s3_put_event(BUCKET, "incoming/wide.csv"), "s3-wide")
+        .await
+        .expect("the S3 event succeeds: nothing is left unreported");
+    assert_eq!(proxy.pending_faults(), 0, "the 503 was met");
+    let object = &response["objects"][0];
+    assert_eq!(object["deferred_to_queue"], 1, "{response}");
+    assert_eq!(object["summary"]["failed"], 1, "{response}");
+
+    let report = report_lines(&stack.sdk, BUCKET).await;
+    assert_eq!(report.len(), 1, "{report:#?}");
+    let line = &report[0];
+    assert_eq!(
+        (&line["status"], &line["row"], &line["user_name"]),
+        (&json!("failed"), &json!(2), &json!("big@example.com"))
+    );
+    assert_eq!(line["http_status"], 503);
+    let reason = line["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("HTTP 503") && reason.contains("more than the 258048 bytes"),
+        "{reason}"
+    );
+    let pumped = pump_in_process(
+        &stack.sdk,
+        &stack.queues,
+        &state,
+        Duration::from_secs(2),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(
+        pumped.errors.is_empty() && pumped.failures.is_empty(),
+        "{pumped:?}"
+    );
+    let users = list_users(&scim.base_url, &scim.token).await;
+    assert_eq!(users.len(), 1, "{users:#?}");
+    assert!(find_user(&users, "after@example.com").is_some());
 }

@@ -10,19 +10,27 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::operation::Operation;
-use crate::pipeline::{Requeue, WorkQueue};
+use crate::pipeline::{NotEnqueued, Requeue, WorkQueue};
 use crate::retry::MAX_DELAY;
 
 /// The retry message format this build writes and reads.
 pub const RETRY_MESSAGE_VERSION: u32 = 1;
 /// Operations per retry message at most (one BulkRequest's worth).
 pub const MAX_OPERATIONS_PER_MESSAGE: usize = 50;
-/// A retry message body stays under this many bytes (SQS allows 256 KiB; headroom kept).
-pub const MAX_MESSAGE_BYTES: usize = 200 * 1024;
+/// The largest message SQS takes (body and attributes; this function sends no attributes),
+/// and the most a queue's `MaximumMessageSize` can be: 1 MiB since August 2025.
+pub const SQS_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+/// A retry message body stays under this many bytes on a queue that takes 1 MiB messages.
+pub const MAX_MESSAGE_BYTES: usize = with_margin(SQS_MAX_MESSAGE_BYTES);
 /// Entries per SendMessageBatch call (the SQS limit).
 const MAX_BATCH_ENTRIES: usize = 10;
-/// Total body bytes per SendMessageBatch call (the classic SQS limit).
-const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// Total body bytes per SendMessageBatch call (SQS: 1 MiB for all entries together).
+const MAX_BATCH_BYTES: usize = with_margin(SQS_MAX_MESSAGE_BYTES);
+
+/// The body bytes used of a size limit: 1/64 is kept as a safety margin (16 KiB of 1 MiB).
+pub const fn with_margin(limit: usize) -> usize {
+    limit - limit / 64
+}
 /// Retries of entries SQS lists as failed (or of a whole call that failed).
 const SEND_RETRIES: u32 = 3;
 
@@ -52,12 +60,35 @@ pub fn delay_seconds(delay: Duration) -> u32 {
     secs.min(MAX_DELAY.as_secs()) as u32
 }
 
+/// The retry message's text around its operations.
+const HEAD: &str = "{\"version\":1,\"operations\":[";
+const TAIL: &str = "]}";
+
+/// An item no retry message can carry: which, and how large its message alone would be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TooLarge {
+    /// Index of the item in the input.
+    pub index: usize,
+    /// Bytes of a retry message holding only this item (0: it could not be serialized).
+    pub bytes: usize,
+}
+
+impl TooLarge {
+    /// Why the item is not enqueued, for its report line (no personal data).
+    pub fn reason(&self, max_bytes: usize) -> String {
+        format!(
+            "its retry message would be {} bytes, more than the {max_bytes} bytes a message of \
+             the work queue may hold, so it cannot be retried or deferred; shorten its longest \
+             fields (title, department, display name...) and provision it again",
+            self.bytes
+        )
+    }
+}
+
 /// Packs items into retry messages grouped by delay, each with at most
-/// [`MAX_OPERATIONS_PER_MESSAGE`] operations and under [`MAX_MESSAGE_BYTES`].
-/// Returns the messages and the indices of items too large for any message.
-pub fn pack(items: &[Requeue]) -> (Vec<Packed>, Vec<usize>) {
-    const HEAD: &str = "{\"version\":1,\"operations\":[";
-    const TAIL: &str = "]}";
+/// [`MAX_OPERATIONS_PER_MESSAGE`] operations and a body of at most `max_bytes`.
+/// Returns the messages and the items too large for any message.
+pub fn pack(items: &[Requeue], max_bytes: usize) -> (Vec<Packed>, Vec<TooLarge>) {
     let mut by_delay: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
     for (i, item) in items.iter().enumerate() {
         by_delay
@@ -72,15 +103,21 @@ pub fn pack(items: &[Requeue]) -> (Vec<Packed>, Vec<usize>) {
         let mut carried: Vec<usize> = Vec::new();
         for i in indices {
             let Ok(json) = serde_json::to_string(&items[i].operation) else {
-                too_large.push(i);
+                too_large.push(TooLarge { index: i, bytes: 0 });
                 continue;
             };
-            if HEAD.len() + json.len() + TAIL.len() >= MAX_MESSAGE_BYTES {
-                too_large.push(i);
+            let alone = HEAD.len() + json.len() + TAIL.len();
+            if alone > max_bytes {
+                too_large.push(TooLarge {
+                    index: i,
+                    bytes: alone,
+                });
                 continue;
             }
-            let full = carried.len() == MAX_OPERATIONS_PER_MESSAGE
-                || body.len() + 1 + json.len() + TAIL.len() >= MAX_MESSAGE_BYTES;
+            // Never an empty message: an item that fits alone starts a new one.
+            let full = !carried.is_empty()
+                && (carried.len() == MAX_OPERATIONS_PER_MESSAGE
+                    || body.len() + 1 + json.len() + TAIL.len() > max_bytes);
             if full {
                 body.push_str(TAIL);
                 messages.push(Packed {
@@ -107,7 +144,7 @@ pub fn pack(items: &[Requeue]) -> (Vec<Packed>, Vec<usize>) {
     (messages, too_large)
 }
 
-/// Splits messages into SendMessageBatch calls: at most 10 entries and 256 KiB each.
+/// Splits messages into SendMessageBatch calls: at most 10 entries and [`MAX_BATCH_BYTES`] each.
 fn batches(messages: &[Packed]) -> Vec<&[Packed]> {
     let mut out = Vec::new();
     let (mut start, mut bytes) = (0, 0);
@@ -169,12 +206,26 @@ impl Redrive {
     }
 }
 
+/// A queue's `MaximumMessageSize` attribute, within what SQS allows (1 KiB to 1 MiB).
+pub fn max_message_size(attribute: Option<&str>) -> Option<usize> {
+    let bytes: usize = attribute?.trim().parse().ok()?;
+    Some(bytes.clamp(1024, SQS_MAX_MESSAGE_BYTES))
+}
+
+/// What the function reads of its work queue's attributes.
+#[derive(Debug, Clone, Copy)]
+struct QueueAttributes {
+    redrive: Redrive,
+    /// `MaximumMessageSize`, when set and readable.
+    max_message_size: Option<usize>,
+}
+
 /// The function's work queue (`WORK_QUEUE_URL`).
 pub struct SqsQueue {
     client: Client,
     url: String,
     // Read once per container, when first needed; a failed read is tried again next time.
-    redrive: tokio::sync::OnceCell<Redrive>,
+    attributes: tokio::sync::OnceCell<QueueAttributes>,
 }
 
 impl SqsQueue {
@@ -191,7 +242,7 @@ impl SqsQueue {
         Self {
             client,
             url,
-            redrive: tokio::sync::OnceCell::new(),
+            attributes: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -206,33 +257,58 @@ impl SqsQueue {
         arn.rsplit(':').next() == name
     }
 
-    /// The queue's redrive policy (GetQueueAttributes, read once per container);
-    /// [`Redrive::Unknown`] when it cannot be read.
-    pub async fn redrive(&self) -> Redrive {
+    /// The queue's redrive policy and message size limit (one GetQueueAttributes call, made
+    /// once per container); None when they cannot be read.
+    async fn attributes(&self) -> Option<QueueAttributes> {
         let read = self
-            .redrive
+            .attributes
             .get_or_try_init(|| async {
                 let output = self
                     .client
                     .get_queue_attributes()
                     .queue_url(&self.url)
                     .attribute_names(QueueAttributeName::RedrivePolicy)
+                    .attribute_names(QueueAttributeName::MaximumMessageSize)
                     .send()
                     .await
                     .map_err(|e| super::error_text(&e))?;
-                let policy = output
-                    .attributes()
-                    .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy));
-                Ok::<_, String>(Redrive::from_policy(policy.map(String::as_str)))
+                let attribute = |name: &QueueAttributeName| {
+                    output
+                        .attributes()
+                        .and_then(|a| a.get(name))
+                        .map(String::as_str)
+                };
+                Ok::<_, String>(QueueAttributes {
+                    redrive: Redrive::from_policy(attribute(&QueueAttributeName::RedrivePolicy)),
+                    max_message_size: max_message_size(attribute(
+                        &QueueAttributeName::MaximumMessageSize,
+                    )),
+                })
             })
             .await;
         match read {
-            Ok(redrive) => *redrive,
+            Ok(attributes) => Some(*attributes),
             Err(error) => {
-                tracing::warn!(%error, queue_url = %self.url, "the work queue's redrive policy could not be read");
-                Redrive::Unknown
+                tracing::warn!(%error, queue_url = %self.url, "the work queue's attributes (redrive policy, maximum message size) could not be read");
+                None
             }
         }
+    }
+
+    /// The queue's redrive policy (GetQueueAttributes, read once per container);
+    /// [`Redrive::Unknown`] when it cannot be read.
+    pub async fn redrive(&self) -> Redrive {
+        self.attributes()
+            .await
+            .map_or(Redrive::Unknown, |a| a.redrive)
+    }
+
+    /// The body bytes a retry message may have on this queue: its `MaximumMessageSize` less a
+    /// margin. When that cannot be read, SQS's own maximum: only what no queue could take is
+    /// then refused for good, and a message the queue refuses fails its event, to be retried.
+    pub async fn max_body_bytes(&self) -> usize {
+        let limit = self.attributes().await.and_then(|a| a.max_message_size);
+        with_margin(limit.unwrap_or(SQS_MAX_MESSAGE_BYTES))
     }
 
     /// Sends one batch, retrying failed entries; returns the messages finally not sent.
@@ -299,25 +375,30 @@ impl SqsQueue {
 }
 
 impl WorkQueue for SqsQueue {
-    fn enqueue<'a>(&'a self, items: &'a [Requeue]) -> BoxFuture<'a, Vec<usize>> {
+    fn enqueue<'a>(&'a self, items: &'a [Requeue]) -> BoxFuture<'a, NotEnqueued> {
         Box::pin(async move {
-            let (messages, mut lost) = pack(items);
-            for &i in &lost {
+            let max_bytes = self.max_body_bytes().await;
+            let (messages, too_large) = pack(items, max_bytes);
+            let mut not = NotEnqueued::default();
+            for item in too_large {
                 tracing::error!(
-                    user = %crate::mask::mask_email(&items[i].operation.user.user_name),
-                    "an operation is too large for an SQS message and cannot be re-enqueued"
+                    user = %crate::mask::mask_email(&items[item.index].operation.user.user_name),
+                    bytes = item.bytes,
+                    max_bytes,
+                    "an operation is too large for an SQS message: it is reported failed"
                 );
+                not.too_large.push((item.index, item.reason(max_bytes)));
             }
             for batch in batches(&messages) {
                 for message in self.send_batch(batch).await {
-                    lost.extend(&message.items);
+                    not.failed.extend(&message.items);
                 }
             }
-            if !lost.is_empty() {
-                tracing::error!(operations = lost.len(), queue_url = %self.url, "operations could not be re-enqueued");
+            if !not.failed.is_empty() {
+                tracing::error!(operations = not.failed.len(), queue_url = %self.url, "operations could not be re-enqueued");
             }
-            lost.sort_unstable();
-            lost
+            not.failed.sort_unstable();
+            not
         })
     }
 }
@@ -393,7 +474,7 @@ mod tests {
             .map(|i| item(&format!("u{i}@x"), 1500, 0))
             .collect();
         items.push(item("late@x", 60_000, 0));
-        let (messages, lost) = pack(&items);
+        let (messages, lost) = pack(&items, MAX_MESSAGE_BYTES);
         assert!(lost.is_empty());
         let sizes: Vec<(u32, usize)> = messages
             .iter()
@@ -417,20 +498,73 @@ mod tests {
     }
 
     #[test]
-    fn messages_stay_under_the_size_limit_and_huge_items_are_lost() {
-        let mut items: Vec<Requeue> = (0..12)
-            .map(|i| item(&format!("u{i}@x"), 0, 40_000))
-            .collect();
-        items.push(item("huge@x", 0, MAX_MESSAGE_BYTES));
-        let (messages, lost) = pack(&items);
-        assert_eq!(lost, vec![12]);
-        assert!(messages.iter().all(|m| m.body.len() < MAX_MESSAGE_BYTES));
-        assert_eq!(messages.iter().map(|m| m.items.len()).sum::<usize>(), 12);
-        assert!(messages.len() >= 3);
+    fn the_limits_are_sqs_1_mib_with_a_margin() {
+        assert_eq!(SQS_MAX_MESSAGE_BYTES, 1_048_576);
+        assert_eq!(MAX_MESSAGE_BYTES, 1_048_576 - 16_384);
+        assert_eq!(MAX_BATCH_BYTES, MAX_MESSAGE_BYTES);
+        assert_eq!(with_margin(262_144), 262_144 - 4096);
+        assert_eq!(max_message_size(Some("262144")), Some(262_144));
+        assert_eq!(max_message_size(Some(" 1048576 ")), Some(1_048_576));
+        assert_eq!(max_message_size(Some("99999999")), Some(1_048_576));
+        assert_eq!(max_message_size(Some("10")), Some(1024));
+        assert_eq!(max_message_size(Some("lots")), None);
+        assert_eq!(max_message_size(None), None);
     }
 
     #[test]
-    fn batches_hold_ten_entries_and_256_kib_at_most() {
+    fn messages_stay_under_the_size_limit_and_huge_items_are_refused() {
+        // 40 KB items: six to a 256 KiB message (the old limit allowed four), and one of
+        // 300 KB, which only the 1 MiB limit carries.
+        let mut items: Vec<Requeue> = (0..12)
+            .map(|i| item(&format!("u{i}@x"), 0, 40_000))
+            .collect();
+        items.push(item("big@x", 0, 300_000));
+        items.push(item("huge@x", 0, MAX_MESSAGE_BYTES));
+        let (messages, too_large) = pack(&items, MAX_MESSAGE_BYTES);
+        assert_eq!(too_large.len(), 1);
+        assert_eq!(too_large[0].index, 13);
+        assert!(too_large[0].bytes > MAX_MESSAGE_BYTES);
+        let reason = too_large[0].reason(MAX_MESSAGE_BYTES);
+        assert!(reason.contains(&too_large[0].bytes.to_string()), "{reason}");
+        assert!(reason.contains("1032192 bytes"), "{reason}");
+        assert!(!reason.contains("huge@x"), "{reason}");
+        assert!(messages.iter().all(|m| m.body.len() <= MAX_MESSAGE_BYTES));
+        assert_eq!(messages.iter().map(|m| m.items.len()).sum::<usize>(), 13);
+        // 12 x 40 KB + 300 KB: one message of 1 MiB holds all of them.
+        assert_eq!(messages.len(), 1);
+
+        // On a queue that takes 256 KiB, the 300 KB item cannot go and the others need two.
+        let small = with_margin(256 * 1024);
+        let (messages, too_large) = pack(&items, small);
+        let refused: Vec<usize> = too_large.iter().map(|t| t.index).collect();
+        assert_eq!(refused, vec![12, 13]);
+        assert!(messages.iter().all(|m| m.body.len() <= small));
+        assert_eq!(messages.iter().map(|m| m.items.len()).sum::<usize>(), 12);
+        assert_eq!(messages.len(), 2);
+    }
+
+    #[test]
+    fn an_item_exactly_at_the_limit_goes_alone_and_no_message_is_empty() {
+        let items = vec![item("a@x", 0, 0), item("b@x", 0, 0), item("c@x", 0, 0)];
+        let alone = |i: usize| {
+            HEAD.len() + serde_json::to_string(&items[i].operation).unwrap().len() + TAIL.len()
+        };
+        // Room for one item exactly, never for two.
+        let (messages, too_large) = pack(&items, alone(0));
+        assert!(too_large.is_empty());
+        assert_eq!(messages.len(), 3);
+        assert!(messages.iter().all(|m| m.items.len() == 1));
+        for m in &messages {
+            let parsed: RetryMessage = serde_json::from_str(&m.body).unwrap();
+            assert_eq!(parsed.operations.len(), 1);
+        }
+        let (messages, too_large) = pack(&items, alone(0) - 1);
+        assert!(messages.is_empty());
+        assert_eq!(too_large.len(), 3);
+    }
+
+    #[test]
+    fn batches_hold_ten_entries_and_1_mib_at_most() {
         let small: Vec<Packed> = (0..23)
             .map(|i| Packed {
                 body: "x".repeat(100),
@@ -440,15 +574,25 @@ mod tests {
             .collect();
         let sizes: Vec<usize> = batches(&small).iter().map(|b| b.len()).collect();
         assert_eq!(sizes, vec![10, 10, 3]);
-        let big: Vec<Packed> = (0..5)
+        // 300 KB each: three to a batch (the old 256 KiB batch limit allowed one).
+        let big: Vec<Packed> = (0..7)
             .map(|i| Packed {
-                body: "x".repeat(150 * 1024),
+                body: "x".repeat(300 * 1024),
                 delay_seconds: 0,
                 items: vec![i],
             })
             .collect();
         let sizes: Vec<usize> = batches(&big).iter().map(|b| b.len()).collect();
-        assert_eq!(sizes, vec![1, 1, 1, 1, 1]);
+        assert_eq!(sizes, vec![3, 3, 1]);
+        let full: Vec<Packed> = (0..3)
+            .map(|i| Packed {
+                body: "x".repeat(MAX_MESSAGE_BYTES),
+                delay_seconds: 0,
+                items: vec![i],
+            })
+            .collect();
+        let sizes: Vec<usize> = batches(&full).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, vec![1, 1, 1]);
         assert!(batches(&[]).is_empty());
     }
 }

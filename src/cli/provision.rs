@@ -53,11 +53,16 @@ pub async fn run(args: ProvisionArgs) -> Result<ExitCode, UsageError> {
     let pre_settled = (input.invalid.len() + input.superseded.len()) as u64;
     let drained = runner::drain(&engine, &queue, settings, &progress, pre_settled).await;
     progress.finish();
-    let drained = drained.map_err(|e| UsageError(e.to_string()))?;
+    // A run that stopped midway still reports everything known, and why it stopped.
+    let (drained, stopped) = match drained {
+        Ok(drained) => (drained, None),
+        Err(stopped) => (*stopped.drained, Some(stopped.error.to_string())),
+    };
 
-    let summary = RunSummary::of(&input, &drained, started.elapsed());
+    let summary = RunSummary::of(&input, &drained, started.elapsed()).with_stop(stopped.as_deref());
     let mut report = input.report_lines();
     report.extend(drained.report);
+    report.extend(summary.stop_line(&name));
     if let Some(path) = &args.report {
         write_report(path, &report)?;
     }
@@ -74,6 +79,13 @@ pub async fn run(args: ProvisionArgs) -> Result<ExitCode, UsageError> {
             (None, false) => println!("Add --report FILE to get every skipped, failed or invalid row with its line and reason."),
             (None, true) => {}
         }
+    }
+    if let Some(why) = stopped {
+        let known = match &args.report {
+            Some(path) => format!("; what was done until then is in {}", path.display()),
+            None => String::new(),
+        };
+        return Err(UsageError(format!("{why}{known}")));
     }
     Ok(if summary.all_done() {
         ExitCode::SUCCESS

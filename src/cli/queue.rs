@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 
 use crate::operation::Operation;
-use crate::pipeline::{Requeue, WorkQueue};
+use crate::pipeline::{NotEnqueued, Requeue, WorkQueue};
 
 /// One queued operation; ordered by due time, then by arrival so equal delays keep their order.
 struct Entry {
@@ -128,12 +128,12 @@ impl DelayQueue {
 }
 
 impl WorkQueue for DelayQueue {
-    fn enqueue<'a>(&'a self, items: &'a [Requeue]) -> BoxFuture<'a, Vec<usize>> {
+    fn enqueue<'a>(&'a self, items: &'a [Requeue]) -> BoxFuture<'a, NotEnqueued> {
         for item in items {
             self.push(item.operation.clone(), item.delay);
         }
         // Memory never refuses an item.
-        Box::pin(async { Vec::new() })
+        Box::pin(async { NotEnqueued::default() })
     }
 }
 

@@ -39,6 +39,17 @@ pub struct Drained {
     pub unfinished: u64,
 }
 
+/// A run that stopped before its work was done: why, and what it had done by then (its
+/// report lines, and in `unfinished` the operations it did not get to), so nothing known is lost.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct Stopped {
+    /// Why the run stopped.
+    pub error: RunError,
+    /// What was done and reported until then.
+    pub drained: Box<Drained>,
+}
+
 /// Why the run stopped early.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -103,14 +114,15 @@ impl Interrupt {
 }
 
 /// Runs cycles until the queue is empty (or Ctrl-C); `settled` rows were settled before
-/// (invalid or superseded) and count towards progress.
+/// (invalid or superseded) and count towards progress. A run that cannot go on returns what
+/// it did until then with the reason.
 pub async fn drain(
     engine: &Engine,
     queue: &DelayQueue,
     settings: RunSettings,
     progress: &Progress,
     settled: u64,
-) -> Result<Drained, RunError> {
+) -> Result<Drained, Stopped> {
     let interrupt = Interrupt::listen();
     let mut drained = Drained::default();
     let mut status = Status {
@@ -127,7 +139,17 @@ pub async fn drain(
         }
         let sent = batch.len();
         let deadline = Instant::now() + settings.cycle;
-        let cycle = pipeline::run_cycle(engine, batch, deadline, queue).await?;
+        let cycle = match pipeline::run_cycle(engine, batch, deadline, queue).await {
+            Ok(cycle) => cycle,
+            Err(error) => {
+                // The batch left the queue and was not sent: it is unfinished too.
+                drained.unfinished = (queue.len() + sent) as u64;
+                return Err(Stopped {
+                    error: error.into(),
+                    drained: Box::new(drained),
+                });
+            }
+        };
         drained.cycles += 1;
         drained.counts.add(&cycle.summary);
         drained.report.extend(cycle.report);
@@ -138,7 +160,11 @@ pub async fn drain(
             .partition(|r| r.outcome.needs_requeue());
         drained.results.extend(done);
         if all_unauthorized && succeeded(&drained.counts) == 0 {
-            return Err(RunError::Unauthorized);
+            drained.unfinished = queue.len() as u64;
+            return Err(Stopped {
+                error: RunError::Unauthorized,
+                drained: Box::new(drained),
+            });
         }
         status = Status {
             cycle: drained.cycles,

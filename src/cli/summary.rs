@@ -32,8 +32,11 @@ pub struct RunSummary {
     pub counts: Summary,
     /// Bulk cycles run.
     pub cycles: u64,
-    /// Operations still queued when the run stopped (interrupted runs only).
+    /// Operations still queued when the run stopped (interrupted or stopped runs only).
     pub unfinished: u64,
+    /// Why the run stopped before its work was done (e.g. the credentials stopped working).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
     /// Wall-clock time of the run, in seconds.
     pub wall_time_seconds: f64,
     /// Permanent failures, grouped by reason.
@@ -106,6 +109,7 @@ impl RunSummary {
             counts,
             cycles: drained.cycles,
             unfinished: drained.unfinished,
+            stopped: None,
             wall_time_seconds: 0.0,
             failures: group_report(&drained.report, "failed"),
             skips: group(skipped.chain(superseded)),
@@ -120,9 +124,35 @@ impl RunSummary {
         self
     }
 
+    /// Records why the run stopped early (addresses masked).
+    pub fn with_stop(mut self, reason: Option<&str>) -> Self {
+        self.stopped = reason.map(scrub);
+        self
+    }
+
     /// Whether every row was provisioned or deliberately skipped: nothing failed, nothing invalid.
     pub fn all_done(&self) -> bool {
-        self.counts.failed == 0 && self.counts.invalid == 0 && self.unfinished == 0
+        self.counts.failed == 0
+            && self.counts.invalid == 0
+            && self.unfinished == 0
+            && self.stopped.is_none()
+    }
+
+    /// The report line of a run that ended before its work was done (stopped or interrupted):
+    /// why, and how many operations were not done; None for a finished run.
+    pub fn stop_line(&self, source: &str) -> Option<ReportLine> {
+        let not_done = format!(
+            "{} operation(s) were not done: run the same file again (updates are idempotent)",
+            self.unfinished
+        );
+        let reason = match &self.stopped {
+            Some(why) => {
+                format!("the run stopped before the end: {why}; {not_done} once this is fixed")
+            }
+            None if self.unfinished > 0 => format!("the run was interrupted; {not_done}"),
+            None => return None,
+        };
+        Some(ReportLine::new(source, "stopped", reason))
     }
 
     /// The summary as an aligned table, one count per line, reasons indented below.
@@ -144,12 +174,13 @@ impl RunSummary {
         row("skipped", thousands(c.skipped), "");
         row("failed", thousands(c.failed), "");
         row("invalid rows", thousands(c.invalid), "");
-        if self.unfinished > 0 {
-            row(
-                "not done",
-                thousands(self.unfinished),
-                "interrupted: run the same file again (updates are idempotent)",
-            );
+        if self.unfinished > 0 || self.stopped.is_some() {
+            let note = if self.stopped.is_some() {
+                "stopped (see below): run the same file again once fixed"
+            } else {
+                "interrupted: run the same file again (updates are idempotent)"
+            };
+            row("not done", thousands(self.unfinished), note);
         }
         row(
             "retries",
@@ -165,6 +196,9 @@ impl RunSummary {
         row("requests sent", thousands(c.requests), "");
         row("cycles", thousands(self.cycles), "");
         row("wall time", format!("{:.1} s", self.wall_time_seconds), "");
+        if let Some(why) = &self.stopped {
+            let _ = writeln!(out, "Stopped before the end: {why}");
+        }
         for (title, reasons) in [
             ("Failed", &self.failures),
             ("Skipped", &self.skips),
@@ -217,6 +251,7 @@ mod tests {
             },
             cycles: 14,
             unfinished: 0,
+            stopped: None,
             wall_time_seconds: 0.0,
             failures: group(["HTTP 400: bad".to_string(), "HTTP 400: bad".to_string()]),
             skips: vec![],
@@ -272,6 +307,53 @@ mod tests {
         }
         assert!(!text.contains("Skipped, by reason"));
         assert!(!text.contains("not done"));
+    }
+
+    #[test]
+    fn a_stopped_run_says_why_in_the_table_the_json_and_a_report_line() {
+        assert_eq!(sample().stop_line("staff.csv"), None);
+        assert!(serde_json::to_value(sample())
+            .unwrap()
+            .get("stopped")
+            .is_none());
+        let mut stopped = sample().with_stop(Some("the token for ada@example.com was refused"));
+        stopped.unfinished = 1_200;
+        assert!(!stopped.all_done());
+        let text = stopped.table();
+        assert!(
+            text.contains("  not done           1,200   stopped"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Stopped before the end: the token for a***@example.com was refused\n"),
+            "{text}"
+        );
+        let value = serde_json::to_value(&stopped).unwrap();
+        assert_eq!(
+            value["stopped"],
+            "the token for a***@example.com was refused"
+        );
+        let line = stopped.stop_line("staff.csv").unwrap();
+        assert_eq!(
+            (line.source.as_str(), line.status.as_str()),
+            ("staff.csv", "stopped")
+        );
+        assert!(
+            line.reason
+                .starts_with("the run stopped before the end: the token for a***@")
+                && line.reason.contains("1200 operation(s) were not done"),
+            "{}",
+            line.reason
+        );
+        let mut interrupted = sample();
+        interrupted.unfinished = 3;
+        let line = interrupted.stop_line("staff.csv").unwrap();
+        assert!(
+            line.reason
+                .starts_with("the run was interrupted; 3 operation(s)"),
+            "{}",
+            line.reason
+        );
     }
 
     #[test]

@@ -385,7 +385,7 @@ mod tests {
                 serde_json::from_value(event).unwrap();
             let (mut ops, mut bad) = (0, 0);
             for record in &parsed.records {
-                let work = sqs::parse_body(record.body.as_deref(), "id").unwrap();
+                let work = sqs::parse_body(record.body.as_deref(), "id", 8).unwrap();
                 ops += work.operations.len();
                 bad += work.invalid.len();
             }

@@ -57,7 +57,23 @@ pub(super) async fn write(
     request_id: &str,
     lines: &[ReportLine],
 ) -> Result<Option<String>, S3Error> {
-    let mut report = Report::new(state, source, request_id);
+    write_all(Report::new(state, source, request_id), lines).await
+}
+
+/// [`write`] for lines about work that came in an SQS message: to `REPORT_BUCKET` only. A
+/// bucket is never taken from a message's `source`: anyone allowed to send to the queue could
+/// name any bucket there.
+pub(super) async fn write_for_message(
+    state: &State,
+    source: &str,
+    request_id: &str,
+    lines: &[ReportLine],
+) -> Result<Option<String>, S3Error> {
+    let bucket = state.config.report_bucket.clone();
+    write_all(Report::to_bucket(state, bucket, source, request_id), lines).await
+}
+
+async fn write_all(mut report: Report, lines: &[ReportLine]) -> Result<Option<String>, S3Error> {
     for line in lines {
         report.push(line).await;
     }
@@ -77,10 +93,21 @@ pub(super) struct Report {
 }
 
 impl Report {
-    /// A report for `source`, named after the invocation's request id.
+    /// A report for `source`, named after the invocation's request id, in `REPORT_BUCKET` or
+    /// else the source object's bucket.
     pub(super) fn new(state: &State, source: &str, request_id: &str) -> Self {
-        let target = bucket_for(state, source)
-            .map(|bucket| (bucket, report_key(source, request_id, SystemTime::now())));
+        Self::to_bucket(state, bucket_for(state, source), source, request_id)
+    }
+
+    /// A report for `source` in `bucket` (None: logged instead).
+    pub(super) fn to_bucket(
+        state: &State,
+        bucket: Option<String>,
+        source: &str,
+        request_id: &str,
+    ) -> Self {
+        let target =
+            bucket.map(|bucket| (bucket, report_key(source, request_id, SystemTime::now())));
         let upload = target
             .as_ref()
             .map(|(bucket, key)| state.s3.report_writer(bucket, key));

@@ -327,13 +327,14 @@ async fn process_source(
     // The cycle runs while the rest of the file is read and enqueued.
     let cycle = pipeline::run_cycle(&state.engine, operations, deadline, &state.queue);
     let defer = defer_rest(state, &mut rows, in_cycle);
-    let (settled, (deferred, lost)) = tokio::join!(cycle, defer);
+    let (settled, (deferred, lost, too_large)) = tokio::join!(cycle, defer);
     // Checked after the settled lines are in the report, so a failed reader does not lose them.
     let read = reading.await;
     let settled = settled?;
 
     summary.add(&settled.summary);
     summary.deferred += deferred as u64;
+    summary.failed += too_large;
     summary.invalid += rows.invalid;
     summary.skipped += rows.duplicates;
     // After the file's own lines: the report is streamed, so it is in file order but for these.
@@ -372,15 +373,16 @@ async fn process_source(
 }
 
 /// Enqueues every remaining operation, deferred at the rate limit, a flush at a time;
-/// returns how many were enqueued and how many could not be.
-async fn defer_rest(state: &State, rows: &mut Rows<'_>, first_position: usize) -> (usize, usize) {
+/// returns how many were enqueued, how many could not be, and how many no message can carry
+/// (reported failed with their line).
+async fn defer_rest(state: &State, rows: &mut Rows<'_>, first_position: usize) -> (usize, usize, u64) {
     let (ops_per_request, rpm) = (
         state.config.max_operations,
         state.config.requests_per_minute,
     );
     let mut position = first_position;
     let mut batch: Vec<Requeue> = Vec::with_capacity(FLUSH_OPERATIONS);
-    let (mut enqueued, mut lost) = (0, 0);
+    let (mut enqueued, mut lost, mut too_large) = (0, 0, 0);
     loop {
         let next = rows.next_operation().await;
         let end = next.is_none();
@@ -390,9 +392,21 @@ async fn defer_rest(state: &State, rows: &mut Rows<'_>, first_position: usize) -
             position += 1;
         }
         if batch.len() >= FLUSH_OPERATIONS || (end && !batch.is_empty()) {
-            let failed = state.queue.enqueue(&batch).await.len();
-            enqueued += batch.len() - failed;
-            lost += failed;
+            let not_enqueued = state.queue.enqueue(&batch).await;
+            enqueued += batch.len() - not_enqueued.len();
+            lost += not_enqueued.failed.len();
+            for (i, why) in &not_enqueued.too_large {
+                let operation = &batch[*i].operation;
+                let mut line = ReportLine::new(
+                    operation.source.clone(),
+                    "failed",
+                    format!("not provisioned: {why}"),
+                );
+                line.row = operation.row;
+                line.user_name = Some(operation.user.user_name.clone());
+                rows.report.push(&line).await;
+                too_large += 1;
+            }
             batch.clear();
         }
         if end {
@@ -405,7 +419,7 @@ async fn defer_rest(state: &State, rows: &mut Rows<'_>, first_position: usize) -
             "rows past S3_CYCLE_MAX_OPERATIONS enqueued to the work queue, deferred"
         );
     }
-    (enqueued, lost)
+    (enqueued, lost, too_large)
 }
 
 /// A file that cannot be read at all (missing column, not CSV): one report line, nothing sent.

@@ -76,9 +76,64 @@ pub(super) fn poison_line(message_id: &str, poison: &Poison, redrive: Redrive) -
     )
 }
 
+/// Longest `source` a retry message's operation may give: `s3://`, a bucket name (63) and an
+/// S3 key (1024), or `sqs:` and a message id (100).
+const MAX_SOURCE_BYTES: usize = 1100;
+/// Characters of a retry message's `last_error` kept (it is quoted in a report line).
+const MAX_LAST_ERROR_CHARS: usize = 1000;
+
+/// Checks one operation of a retry message as if it came from a producer: anyone allowed to
+/// send to the queue can write a body shaped like a retry message. The user is validated like
+/// a producer's; `attempt` is capped so that one more attempt is the last (it cannot overflow
+/// or buy extra retries); `first_seen` cannot be in the future; `last_error` is shortened.
+/// An error names the operation by its index and never quotes the user.
+fn check_operation(
+    mut op: Operation,
+    index: usize,
+    max_attempts: u32,
+    now: u64,
+) -> Result<Operation, String> {
+    let problem = |what: String| format!("operations[{index}]: {what}");
+    op.user = crate::sources::message::validate_user(&op.user)
+        .map_err(|error| problem(error.to_string()))?;
+    let source_ok = (op.source.starts_with("s3://") || op.source.starts_with("sqs:"))
+        && op.source.len() <= MAX_SOURCE_BYTES
+        && !op.source.chars().any(char::is_control);
+    if !source_ok {
+        return Err(problem(format!(
+            "source is not an s3:// or sqs: origin of at most {MAX_SOURCE_BYTES} bytes without \
+             control characters"
+        )));
+    }
+    if op.row == Some(0) {
+        return Err(problem("row 0 is not a line number".into()));
+    }
+    let last_attempt = max_attempts.saturating_sub(1);
+    if op.attempt > last_attempt {
+        tracing::warn!(
+            operation = index,
+            attempt = op.attempt,
+            max_attempts,
+            "a retry message claims more attempts than MAX_ATTEMPTS allows: one more is the last"
+        );
+        op.attempt = last_attempt;
+    }
+    op.first_seen = op.first_seen.min(now);
+    if let Some(error) = &mut op.last_error {
+        if let Some((cut, _)) = error.char_indices().nth(MAX_LAST_ERROR_CHARS) {
+            error.truncate(cut);
+        }
+    }
+    Ok(op)
+}
+
 /// Reads a body: a retry message is an object with `version` and without `users`; anything
-/// else is read as a producer message.
-pub(super) fn parse_body(body: Option<&str>, message_id: &str) -> Result<Work, BodyError> {
+/// else is read as a producer message. `max_attempts` bounds a retry message's attempt counts.
+pub(super) fn parse_body(
+    body: Option<&str>,
+    message_id: &str,
+    max_attempts: u32,
+) -> Result<Work, BodyError> {
     let body = body
         .filter(|b| !b.trim().is_empty())
         .ok_or(BodyError::Empty)?;
@@ -98,10 +153,19 @@ pub(super) fn parse_body(body: Option<&str>, message_id: &str) -> Result<Work, B
         let message: RetryMessage = value
             .and_then(|v| serde_json::from_value(v).ok())
             .ok_or(BodyError::Malformed)?;
-        return Ok(Work {
-            operations: message.operations,
-            invalid: Vec::new(),
-        });
+        let now = crate::operation::unix_now();
+        let mut work = Work::default();
+        for (index, op) in message.operations.into_iter().enumerate() {
+            match check_operation(op, index, max_attempts, now) {
+                Ok(op) => work.operations.push(op),
+                Err(reason) => work.invalid.push(ReportLine::new(
+                    format!("sqs:{message_id}"),
+                    "invalid",
+                    reason,
+                )),
+            }
+        }
+        return Ok(work);
     }
     let source = format!("sqs:{message_id}");
     let mut work = Work::default();
@@ -146,7 +210,9 @@ async fn report_poison(
         }
         let line = poison_line(id, p, queue_redrive);
         let source = line.source.clone();
-        if let Err(error) = reports::write(state, &source, &invocation.request_id, &[line]).await {
+        if let Err(error) =
+            reports::write_for_message(state, &source, &invocation.request_id, &[line]).await
+        {
             tracing::error!(message_id = %id, %error, "the poison message's report could not be written; the log line above is its only record");
         }
     }
@@ -182,7 +248,7 @@ pub(super) async fn handle(
                 "an SQS record has no messageId: its failures cannot be reported for redelivery"
             );
         }
-        match parse_body(record.body.as_deref(), id) {
+        match parse_body(record.body.as_deref(), id, state.config.retry.max_attempts) {
             Ok(work) => {
                 summary.invalid += work.invalid.len() as u64;
                 for line in work.invalid {
@@ -234,7 +300,10 @@ pub(super) async fn handle(
     }
     for (source, entries) in report {
         let lines: Vec<ReportLine> = entries.iter().map(|(line, _)| line.clone()).collect();
-        if let Err(error) = reports::write(state, &source, &invocation.request_id, &lines).await {
+        // Never to a bucket named in a message: REPORT_BUCKET, or the log.
+        if let Err(error) =
+            reports::write_for_message(state, &source, &invocation.request_id, &lines).await
+        {
             tracing::error!(%error, source, "the report could not be written: its messages will be redelivered");
             failed.extend(entries.iter().map(|(_, m)| *m));
         }
@@ -261,7 +330,7 @@ mod tests {
     #[test]
     fn producer_messages_give_operations_and_report_lines() {
         let body = r#"{"users": [{"email": "a@example.com", "first_name": "A", "last_name": "B"}, {"email": "x"}]}"#;
-        let work = parse_body(Some(body), "m-1").unwrap();
+        let work = parse_body(Some(body), "m-1", 8).unwrap();
         assert_eq!(work.operations.len(), 1);
         assert_eq!(work.operations[0].source, "sqs:m-1");
         assert_eq!(work.invalid.len(), 1);
@@ -278,7 +347,7 @@ mod tests {
     fn retry_messages_round_trip_and_other_versions_fail() {
         let producer =
             r#"{"users": [{"email": "a@example.com", "first_name": "A", "last_name": "B"}]}"#;
-        let mut op = parse_body(Some(producer), "m")
+        let mut op = parse_body(Some(producer), "m", 8)
             .unwrap()
             .operations
             .remove(0);
@@ -289,25 +358,110 @@ mod tests {
             operations: vec![op.clone()],
         })
         .unwrap();
-        let work = parse_body(Some(&body), "m-2").unwrap();
+        let work = parse_body(Some(&body), "m-2", 8).unwrap();
         assert_eq!(work.operations, vec![op]);
         assert_eq!(
-            parse_body(Some(r#"{"version": 2, "operations": []}"#), "m").unwrap_err(),
+            parse_body(Some(r#"{"version": 2, "operations": []}"#), "m", 8).unwrap_err(),
             BodyError::Version(2)
         );
         assert_eq!(
-            parse_body(Some(r#"{"version": 1, "operations": [1]}"#), "m").unwrap_err(),
+            parse_body(Some(r#"{"version": 1, "operations": [1]}"#), "m", 8).unwrap_err(),
             BodyError::Malformed
         );
         assert_eq!(
-            parse_body(Some(r#"{"version": "x"}"#), "m").unwrap_err(),
+            parse_body(Some(r#"{"version": "x"}"#), "m", 8).unwrap_err(),
+            BodyError::Malformed
+        );
+    }
+
+    /// A retry message's body with one operation whose fields `edit` changes.
+    fn forged(edit: impl FnOnce(&mut Value)) -> String {
+        let mut op = json!({
+            "user": {"user_name": "a@example.com", "email": "a@example.com", "first_name": "A",
+                     "last_name": "B", "active": true},
+            "source": "s3://scim-uploads/incoming/x.csv", "row": 7, "attempt": 2,
+        });
+        edit(&mut op);
+        json!({"version": 1, "operations": [op]}).to_string()
+    }
+
+    #[test]
+    fn retry_operations_are_validated_like_producer_users() {
+        let work = parse_body(Some(&forged(|_| {})), "m", 8).unwrap();
+        assert_eq!((work.operations.len(), work.invalid.len()), (1, 0));
+        assert_eq!(work.operations[0].attempt, 2);
+        assert_eq!(work.operations[0].row, Some(7));
+
+        for (edit, expected) in [
+            (
+                forged(|op| op["user"]["email"] = json!("secret.person")),
+                "operations[0]: email \"s***",
+            ),
+            (
+                forged(|op| op["user"]["last_name"] = json!("  ")),
+                "operations[0]: last_name is empty",
+            ),
+            (
+                forged(|op| op["user"]["user_name"] = json!("a@example.com\r\nx")),
+                "operations[0]: user_name",
+            ),
+            (
+                forged(|op| op["source"] = json!("/etc/passwd")),
+                "operations[0]: source is not",
+            ),
+            (
+                forged(|op| op["source"] = json!(format!("s3://b/{}", "k".repeat(2000)))),
+                "operations[0]: source is not",
+            ),
+            (
+                forged(|op| op["source"] = json!("sqs:a\nb")),
+                "operations[0]: source is not",
+            ),
+            (forged(|op| op["row"] = json!(0)), "operations[0]: row 0"),
+        ] {
+            let work = parse_body(Some(&edit), "m-9", 8).unwrap();
+            assert!(work.operations.is_empty(), "{edit}");
+            assert_eq!(work.invalid.len(), 1, "{edit}");
+            let line = &work.invalid[0];
+            assert_eq!(
+                (line.source.as_str(), line.status.as_str()),
+                ("sqs:m-9", "invalid")
+            );
+            assert!(line.reason.starts_with(expected), "{}", line.reason);
+            assert!(!line.reason.contains("secret.person"), "{}", line.reason);
+        }
+    }
+
+    #[test]
+    fn retry_operation_numbers_are_bounded() {
+        let body = forged(|op| {
+            op["attempt"] = json!(u32::MAX);
+            op["first_seen"] = json!(u64::MAX);
+            op["last_error"] = json!("e".repeat(5000));
+        });
+        let op = parse_body(Some(&body), "m", 8)
+            .unwrap()
+            .operations
+            .remove(0);
+        assert_eq!(op.attempt, 7, "one more attempt is the last");
+        assert!(op.first_seen <= crate::operation::unix_now());
+        assert_eq!(op.last_error.map(|e| e.len()), Some(1000));
+        let op = parse_body(Some(&body), "m", 1)
+            .unwrap()
+            .operations
+            .remove(0);
+        assert_eq!(op.attempt, 0);
+        // Beyond what the field can hold: the message is malformed.
+        let body = forged(|op| op["attempt"] = json!(u64::from(u32::MAX) + 1));
+        assert_eq!(
+            parse_body(Some(&body), "m", 8).unwrap_err(),
             BodyError::Malformed
         );
     }
 
     #[test]
     fn poison_lines_say_why_and_where_the_message_goes() {
-        let error = parse_body(Some("secret@example.com"), "m").unwrap_err();
+        let error = parse_body(Some("secret@example.com"), "m", 8).unwrap_err();
         let poison = Poison {
             index: 0,
             receive_count: Some(5),
@@ -329,7 +483,7 @@ mod tests {
         let version = Poison {
             index: 0,
             receive_count: None,
-            error: parse_body(Some(r#"{"version": 99, "operations": []}"#), "m").unwrap_err(),
+            error: parse_body(Some(r#"{"version": 99, "operations": []}"#), "m", 8).unwrap_err(),
         };
         let line = poison_line("x", &version, Redrive::Never);
         assert!(line.reason.contains("version 99"), "{}", line.reason);
@@ -342,13 +496,16 @@ mod tests {
 
     #[test]
     fn unusable_bodies_are_errors_that_do_not_echo_the_body() {
-        assert_eq!(parse_body(None, "m").unwrap_err(), BodyError::Empty);
-        assert_eq!(parse_body(Some("  "), "m").unwrap_err(), BodyError::Empty);
-        let err = parse_body(Some("secret@example.com"), "m").unwrap_err();
+        assert_eq!(parse_body(None, "m", 8).unwrap_err(), BodyError::Empty);
+        assert_eq!(
+            parse_body(Some("  "), "m", 8).unwrap_err(),
+            BodyError::Empty
+        );
+        let err = parse_body(Some("secret@example.com"), "m", 8).unwrap_err();
         assert!(matches!(err, BodyError::Producer(_)));
         assert!(!err.to_string().contains("secret"));
         assert!(matches!(
-            parse_body(Some("{}"), "m").unwrap_err(),
+            parse_body(Some("{}"), "m", 8).unwrap_err(),
             BodyError::Producer(_)
         ));
     }

@@ -5,8 +5,8 @@ use serde_json::{Map, Value};
 use super::fields::{canonical_field, validate, Field, RowError};
 use crate::user::User;
 
-/// Largest message body accepted, in bytes (the classic SQS message limit).
-pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+/// Largest message body accepted, in bytes: the most SQS delivers (1 MiB since August 2025).
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// A problem with a message as a whole: none of its users can be read.
 ///
@@ -94,6 +94,33 @@ pub fn parse_message(body: &str) -> Result<Vec<Result<User, RowError>>, MessageE
             })
         })
         .collect())
+}
+
+/// Validates a user that arrived already parsed (in a retry message) exactly like a producer's:
+/// the same checks on the same fields. Returns the user as validation leaves it (trimmed,
+/// blank optional fields absent, `user_name` defaulting to the email).
+pub fn validate_user(user: &User) -> Result<User, RowError> {
+    let mut values: Vec<(Field, &str)> = vec![
+        (Field::Email, &user.email),
+        (Field::FirstName, &user.first_name),
+        (Field::LastName, &user.last_name),
+        (Field::UserName, &user.user_name),
+        (Field::Active, if user.active { "true" } else { "false" }),
+    ];
+    let optional = [
+        (Field::DisplayName, &user.display_name),
+        (Field::ExternalId, &user.external_id),
+        (Field::Title, &user.title),
+        (Field::Department, &user.department),
+        (Field::EmployeeNumber, &user.employee_number),
+        (Field::Phone, &user.phone),
+    ];
+    for (field, value) in optional {
+        if let Some(value) = value {
+            values.push((field, value));
+        }
+    }
+    validate(&values)
 }
 
 fn parse_user(user: &Value) -> Result<User, RowError> {
@@ -222,6 +249,37 @@ mod tests {
             parse_message(r#"{"users": []}"#).unwrap_err(),
             MessageError::NoUsers
         );
+    }
+
+    #[test]
+    fn a_parsed_user_is_validated_like_a_producer_s() {
+        let body = r#"{"users": [{"email": " b@example.com ", "first_name": "Bo", "last_name": "Li",
+            "active": false, "title": "Agent", "phone": "  "}]}"#;
+        let user = only_user(body).unwrap();
+        assert_eq!(validate_user(&user), Ok(user.clone()));
+        let mut bad = user.clone();
+        bad.email = "secret.person".into();
+        let error = validate_user(&bad).unwrap_err();
+        assert!(matches!(error, RowError::InvalidEmail { .. }), "{error}");
+        assert!(!error.to_string().contains("secret.person"), "{error}");
+        let mut blank = user.clone();
+        blank.last_name = " ".into();
+        assert_eq!(
+            validate_user(&blank),
+            Err(RowError::Missing(Field::LastName))
+        );
+        let mut control = user.clone();
+        control.user_name = "b@example.com\nadmin".into();
+        assert!(matches!(
+            validate_user(&control),
+            Err(RowError::InvalidUserName { .. })
+        ));
+        let mut untrimmed = user.clone();
+        untrimmed.first_name = " Bo ".into();
+        untrimmed.title = Some("".into());
+        let mut expected = user.clone();
+        expected.title = None;
+        assert_eq!(validate_user(&untrimmed), Ok(expected));
     }
 
     #[test]
