@@ -1,4 +1,5 @@
-//! `provision --dry-run`: which users exist, and so what a run would do; sends only lookups.
+//! `provision --dry-run`: what a run would do, as the engine decides it (the tenant listed into
+//! the ledger, leavers it does not know looked up); sends only reads.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -9,9 +10,13 @@ use serde::Serialize;
 use super::input::{error_kind, Input};
 use super::summary::{group, scrub, thousands, Reason};
 use super::{write_report, ProvisionArgs, UsageError};
+use crate::engine::decide::{Decision, NOTHING_TO_DEACTIVATE, SUPERSEDED};
 use crate::engine::{Engine, LookupError};
 use crate::operation::Operation;
 use crate::scim::discovery::ProviderLimits;
+
+/// How long the plan's reads (the tenant's listing included) may take.
+const PLAN_HORIZON: Duration = Duration::from_secs(3600);
 
 /// Attempts per lookup when the service throttles or fails transiently.
 const LOOKUP_ATTEMPTS: u32 = 4;
@@ -26,6 +31,7 @@ struct Plan {
     max_payload_size: usize,
     create: u64,
     update: u64,
+    unchanged: u64,
     deactivate: u64,
     skip: u64,
     invalid: u64,
@@ -43,12 +49,24 @@ pub async fn run(
     limits: ProviderLimits,
     args: &ProvisionArgs,
 ) -> Result<ExitCode, UsageError> {
+    // The engine's own decisions; only users it would have to look up are looked up here.
+    let deadline = std::time::Instant::now() + PLAN_HORIZON;
+    let decisions = engine
+        .plan(&input.operations, deadline)
+        .await
+        .map_err(|e| UsageError(format!("cannot plan the run: {e}")))?;
     let concurrency = engine.config().concurrency.max(1);
-    let found: Vec<Result<Option<String>, LookupError>> = stream::iter(&input.operations)
-        .map(|op| lookup(engine, op))
-        .buffered(concurrency)
-        .collect()
-        .await;
+    let found: Vec<Option<Result<Option<String>, LookupError>>> =
+        stream::iter(input.operations.iter().zip(&decisions))
+            .map(|(op, decision)| async move {
+                match decision {
+                    Decision::Find => Some(lookup(engine, op).await),
+                    _ => None,
+                }
+            })
+            .buffered(concurrency)
+            .collect()
+            .await;
     let mut plan = Plan {
         dry_run: true,
         rows: input.rows,
@@ -66,20 +84,26 @@ pub async fn run(
         .map(|_| "superseded by a later row for the same userName".into())
         .collect();
     let mut unknown = Vec::new();
-    let create_inactive = engine.config().create_inactive;
-    for (op, found) in input.operations.iter().zip(found) {
-        match (found, op.user.active) {
-            (Ok(Some(_)), true) => plan.update += 1,
-            (Ok(Some(_)), false) => plan.deactivate += 1,
-            (Ok(None), true) => plan.create += 1,
-            (Ok(None), false) if create_inactive => plan.create += 1,
-            (Ok(None), false) => {
+    for ((decision, found), _op) in decisions.iter().zip(found).zip(&input.operations) {
+        match (decision, found) {
+            (Decision::Create, _) => plan.create += 1,
+            (Decision::Update { .. }, _) => plan.update += 1,
+            (Decision::Deactivate { .. }, _) => plan.deactivate += 1,
+            (Decision::Unchanged { .. }, _) => plan.unchanged += 1,
+            (Decision::Skip(reason), _) => {
                 plan.skip += 1;
-                skips.push(
-                    "no user with this userName exists, so there is nothing to deactivate".into(),
-                );
+                skips.push(reason.to_string());
             }
-            (Err(e), _) => {
+            (Decision::Superseded, _) => {
+                plan.skip += 1;
+                skips.push(SUPERSEDED.to_string());
+            }
+            (Decision::Find, Some(Ok(Some(_)))) => plan.deactivate += 1,
+            (Decision::Find, Some(Ok(None)) | None) => {
+                plan.skip += 1;
+                skips.push(NOTHING_TO_DEACTIVATE.to_string());
+            }
+            (Decision::Find, Some(Err(e))) => {
                 plan.unknown += 1;
                 unknown.push(scrub(&e.reason));
             }
@@ -140,6 +164,7 @@ fn text(plan: &Plan, source: &str) -> String {
     for (label, n) in [
         ("create", plan.create),
         ("update", plan.update),
+        ("unchanged", plan.unchanged),
         ("deactivate", plan.deactivate),
         ("skip", plan.skip),
         ("invalid", plan.invalid),

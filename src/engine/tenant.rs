@@ -399,3 +399,40 @@ impl Cycle<'_> {
         }
     }
 }
+
+/// Why a plan could not be made.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PlanError(pub String);
+
+impl Engine {
+    /// What a cycle would decide for each operation (listing the tenant into the ledger first,
+    /// as a cycle does), without sending anything but reads: `provision --dry-run`.
+    pub async fn plan(
+        &self,
+        operations: &[Operation],
+        deadline: Instant,
+    ) -> Result<Vec<Decision>, PlanError> {
+        let base_url = self
+            .http
+            .base_url()
+            .await
+            .map_err(|e| PlanError(e.to_string()))?;
+        let limits = self.discover().await.map_err(PlanError)?;
+        let tenant = self
+            .prepare_tenant(&base_url, deadline)
+            .await
+            .map_err(PlanError)?;
+        let cycle = Cycle::new(self, deadline).for_tenant(tenant);
+        let live: Vec<usize> = (0..operations.len()).collect();
+        let entries = cycle.entries(operations, &live).await.map_err(PlanError)?;
+        let rules = super::decide::Rules {
+            create_inactive: self.config.create_inactive,
+            filter_supported: limits.filter,
+        };
+        Ok(operations
+            .iter()
+            .map(|op| super::decide::decide(op, entries.get(&op.user.key()), rules))
+            .collect())
+    }
+}

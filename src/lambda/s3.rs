@@ -375,7 +375,11 @@ async fn process_source(
 /// Enqueues every remaining operation, deferred at the rate limit, a flush at a time;
 /// returns how many were enqueued, how many could not be, and how many no message can carry
 /// (reported failed with their line).
-async fn defer_rest(state: &State, rows: &mut Rows<'_>, first_position: usize) -> (usize, usize, u64) {
+async fn defer_rest(
+    state: &State,
+    rows: &mut Rows<'_>,
+    first_position: usize,
+) -> (usize, usize, u64) {
     let (ops_per_request, rpm) = (
         state.config.max_operations,
         state.config.requests_per_minute,
