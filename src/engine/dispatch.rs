@@ -2,7 +2,7 @@
 //! whole-request 400) or, on servers without Bulk, one request per resource; and userName lookups.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
@@ -11,14 +11,12 @@ use reqwest::Method;
 use super::classify::{is_retryable, rate_signal, RateSignal};
 use super::Cycle;
 use crate::budget::Admission;
+use crate::scim::auth::AuthError;
 use crate::scim::bulk;
 use crate::scim::filter::user_name_eq;
 use crate::scim::http::{Reply, SendError};
 use crate::scim::request::{SubOp, SubResult};
 use crate::scim::resource::{read_lookup, read_reply, Lookup};
-
-/// The least time before the deadline worth starting a request in.
-const MIN_REQUEST_WINDOW: Duration = Duration::from_secs(2);
 
 /// What a lookup found, or why it could not tell.
 #[derive(Debug, Clone)]
@@ -39,9 +37,9 @@ impl Cycle<'_> {
     async fn admit(&self) -> Result<Instant, SubResult> {
         let engine = self.engine;
         let deferred = self.deferred_requests.load(Ordering::Relaxed);
-        // A request is sent if it has at least this long before the deadline; its timeout is
-        // then cut to the time left, so a short deadline defers work instead of blocking it.
-        let window = MIN_REQUEST_WINDOW.min(engine.config.timeouts.request);
+        // A request is sent only if the time left can hold it (its timeout is still cut to
+        // the time left): a short deadline defers work instead of cutting it mid-flight.
+        let window = engine.admission_window();
         match engine
             .limiter
             .admit(Instant::now(), self.deadline, window, deferred)
@@ -60,6 +58,9 @@ impl Cycle<'_> {
 
     /// Counts an answer to a request sent at `sent`, and tells the rate limiter how it went.
     fn count(&self, sent: Instant, status: u16) {
+        self.engine
+            .latency
+            .record(Instant::now().saturating_duration_since(sent));
         if status == 429 {
             self.stats.throttled.fetch_add(1, Ordering::Relaxed);
         } else if (500..600).contains(&status) {
@@ -272,6 +273,10 @@ fn reply_result(reply: &Reply) -> SubResult {
 }
 
 fn transient_from(error: SendError) -> SubResult {
+    // No token before the deadline: nothing was sent, the work waits for the next invocation.
+    if matches!(error, SendError::Auth(AuthError::Deadline)) {
+        return SubResult::Deferred(super::DEFER_DELAY);
+    }
     SubResult::Transient {
         status: None,
         reason: error.to_string(),

@@ -1,6 +1,7 @@
 //! The bulk cycle: given operations, provision them against a SCIM 2.0 service within a budget
 //! and say, for every operation, what became of it. Plain Rust, no AWS types.
 
+mod admission;
 mod classify;
 mod dispatch;
 mod lookup;
@@ -22,8 +23,12 @@ use crate::scim::credentials::CredentialSource;
 use crate::scim::discovery::ProviderLimits;
 use crate::scim::http::{ScimHttp, Timeouts};
 
+pub use admission::MIN_WINDOW;
 pub use classify::is_retryable;
 pub use lookup::LookupError;
+
+/// How long work deferred for lack of time waits before it comes back (in a new invocation).
+const DEFER_DELAY: Duration = Duration::from_secs(1);
 
 /// How an existing user is updated after a 409 on create.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -115,6 +120,7 @@ pub struct Engine {
     http: ScimHttp,
     limits: tokio::sync::Mutex<Option<ProviderLimits>>,
     limiter: RateLimiter,
+    latency: admission::Latency,
     rng: Mutex<Box<dyn RngCore + Send>>,
 }
 
@@ -131,6 +137,7 @@ impl Engine {
             config,
             http,
             limits: tokio::sync::Mutex::new(None),
+            latency: admission::Latency::default(),
             rng: Mutex::new(Box::new(StdRng::from_os_rng())),
         })
     }
@@ -153,8 +160,25 @@ impl Engine {
         self.limiter.interval()
     }
 
+    /// The time left before a deadline that a request needs to be started: the tenant's recent
+    /// latency, at least `min(request timeout, MIN_WINDOW)`. The one admission rule, used by
+    /// every request of a cycle and by the Lambda function's warning.
+    pub fn admission_window(&self) -> Duration {
+        self.latency.window(self.config.timeouts.request)
+    }
+
+    /// Whether a request started at `now` fits before `deadline`.
+    fn admits(&self, now: Instant, deadline: Instant) -> bool {
+        now + self.admission_window() <= deadline
+    }
+
     /// The service's limits, discovered once per process (`GET /ServiceProviderConfig`).
     pub async fn discover(&self) -> Result<ProviderLimits, String> {
+        self.discover_until(None).await
+    }
+
+    /// [`Engine::discover`], giving up at `deadline`.
+    async fn discover_until(&self, deadline: Option<Instant>) -> Result<ProviderLimits, String> {
         let mut cached = self.limits.lock().await;
         if let Some(limits) = *cached {
             return Ok(limits);
@@ -166,7 +190,7 @@ impl Engine {
                 "/ServiceProviderConfig",
                 &[],
                 None,
-                None,
+                deadline,
             )
             .await
             .map_err(|e| format!("ServiceProviderConfig: {e}"))?;
@@ -216,13 +240,19 @@ impl Engine {
         if operations.is_empty() {
             return Ok(CycleReport::default());
         }
-        let outcomes = match self.http.base_url().await {
-            Err(e) if !e.is_transient() => return Err(e.into()),
-            Err(e) => cycle.all_retry(&operations, None, &e.to_string(), None),
-            Ok(_) => match self.discover().await {
-                Err(reason) => cycle.all_retry(&operations, None, &reason, None),
-                Ok(_) => cycle.run(&operations).await,
-            },
+        // Too little time for any request: defer everything before even reading the secret.
+        let outcomes = if !self.admits(Instant::now(), deadline) {
+            cycle.all_deferred(&operations)
+        } else {
+            match self.http.base_url(Some(deadline)).await {
+                Err(AuthError::Deadline) => cycle.all_deferred(&operations),
+                Err(e) if !e.is_transient() => return Err(e.into()),
+                Err(e) => cycle.all_retry(&operations, None, &e.to_string(), None),
+                Ok(_) => match self.discover_until(Some(deadline)).await {
+                    Err(reason) => cycle.all_retry(&operations, None, &reason, None),
+                    Ok(_) => cycle.run(&operations).await,
+                },
+            }
         };
         let results = operations
             .into_iter()
@@ -299,6 +329,16 @@ impl Cycle<'_> {
             reason: reason.to_string(),
             delay: policy.delay(op.attempt, retry_after, &mut **rng),
         }
+    }
+
+    /// Every operation deferred unsent: too little time is left in this invocation.
+    fn all_deferred(&self, ops: &[Operation]) -> Vec<Outcome> {
+        ops.iter()
+            .map(|_| Outcome::Deferred {
+                reason: "not sent: too little time is left before the invocation's deadline".into(),
+                delay: DEFER_DELAY,
+            })
+            .collect()
     }
 
     fn all_retry(

@@ -287,7 +287,7 @@ pub async fn handle(
             .deadline
             .checked_sub(state.config.deadline_margin)
             .unwrap_or_else(Instant::now);
-        warn_if_no_time(deadline, state.config.timeouts.request);
+        warn_if_no_time(deadline, state.engine.admission_window());
         let mut summary = Summary::default();
         let trigger = trigger(&event);
         let kind = trigger.as_ref().ok().copied();
@@ -312,11 +312,11 @@ pub async fn handle(
     .await
 }
 
-/// The engine starts a request only with a couple of seconds left before the deadline (and
+/// The engine starts a request only with its admission window left before the deadline (and
 /// cuts its timeout to the time left): with less, everything is deferred, invocation after invocation.
-fn warn_if_no_time(deadline: Instant, request_timeout: Duration) {
+fn warn_if_no_time(deadline: Instant, window: Duration) {
     let budget = deadline.saturating_duration_since(Instant::now());
-    if budget < Duration::from_secs(2).min(request_timeout) {
+    if budget < window {
         tracing::warn!(
             budget_seconds = budget.as_secs(),
             "almost no time is left before the deadline: nothing can be sent and the work is \
