@@ -1,6 +1,7 @@
 //! The Lambda function: one handler for SQS batches, S3 uploads and EventBridge reruns, each
 //! turned into one bulk cycle ([`crate::pipeline::run_cycle`]) within the invocation's time.
 
+mod continuation;
 mod eventbridge;
 mod reports;
 mod s3;
@@ -82,6 +83,7 @@ pub struct State {
     config: FunctionConfig,
     engine: Engine,
     queue: SqsQueue,
+    continuations: continuation::ContinuationQueue,
     s3: S3Store,
 }
 
@@ -94,12 +96,16 @@ impl State {
             config.secret_cache,
         );
         let engine = Engine::new(config.engine_config(), Arc::new(secrets))?;
-        let queue = SqsQueue::new(aws_sdk_sqs::Client::new(sdk), config.queue_url.clone());
+        let sqs = aws_sdk_sqs::Client::new(sdk);
+        let continuations =
+            continuation::ContinuationQueue::new(sqs.clone(), config.queue_url.clone());
+        let queue = SqsQueue::new(sqs, config.queue_url.clone());
         let s3 = S3Store::new(crate::aws::s3_client(sdk, config.s3_force_path_style));
         Ok(Self {
             config,
             engine,
             queue,
+            continuations,
             s3,
         })
     }

@@ -10,22 +10,22 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+use super::continuation::{self, Checkpoint, Segment};
 use super::{reports, HandlerError, Invocation, State};
-use crate::aws::s3::ObjectReader;
+use crate::aws::s3::S3Error;
 use crate::operation::Operation;
 use crate::pipeline::{self, Requeue, Summary, WorkQueue};
 use crate::report::ReportLine;
 use crate::retry::MAX_DELAY;
-use crate::sources::{
-    fate, last_lines_by_user, rows, CsvSource, FileError, LastLines, Row, RowFate,
-};
+use crate::sources::csv::ResumePoint;
+use crate::sources::{fate, rows, CsvSource, FileError, LastLines, Row, RowFate};
 
 /// Deferred operations enqueued per SendMessageBatch-sized flush (10 messages of 50).
 const FLUSH_OPERATIONS: usize = 500;
 /// Spacing of deferred requests when the rate is unlimited, so they do not all arrive at once.
 const UNLIMITED_SECONDS_PER_REQUEST: f64 = 1.0;
 /// Reports are written here; objects under it are never read as input (no report loops).
-const REPORTS_PREFIX: &str = "reports/";
+pub(super) const REPORTS_PREFIX: &str = "reports/";
 
 /// An object to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +93,10 @@ pub(super) async fn handle(
                 .version_id
                 .filter(|v| !v.is_empty() && v != "null"),
         };
-        match process(state, invocation, deadline, &object, summary).await {
+        let start = Start::Event {
+            event_time: Some(record.event_time.to_rfc3339()),
+        };
+        match process_from(state, invocation, deadline, &object, start, summary).await {
             Ok(result) => objects.push(result),
             Err(error) => {
                 tracing::error!(bucket = %object.bucket, key = %object.key, %error, "the object was not fully processed");
@@ -118,29 +121,46 @@ fn json_problem(error: &serde_json::Error) -> &'static str {
 /// What the reading thread hands over.
 enum Item {
     UnknownColumns(Vec<String>),
-    Row(Row),
+    /// A row, and where the record after it starts.
+    Row(Row, ResumePoint),
     Failed(FileError),
 }
 
-/// Second pass, on a blocking thread: streams the rows into `tx` until the end or the receiver goes.
-fn read_rows(reader: ObjectReader, tx: mpsc::Sender<Item>) {
-    let source = match CsvSource::new(reader) {
+/// Second pass, on a blocking thread: streams the rows into `tx` until the end of the object,
+/// the end of the segment (`end`, where the first pass stopped), or the receiver goes.
+fn read_rows(
+    reader: impl std::io::Read,
+    segment: &Segment,
+    end: Option<ResumePoint>,
+    first: bool,
+    tx: mpsc::Sender<Item>,
+) {
+    let mut source = match CsvSource::new(reader) {
         Ok(source) => source,
         Err(error) => {
             let _ = tx.blocking_send(Item::Failed(error));
             return;
         }
     };
-    if !source.unknown_columns().is_empty()
+    // Reported by the invocation that read the file first only.
+    if first
+        && !source.unknown_columns().is_empty()
         && tx
             .blocking_send(Item::UnknownColumns(source.unknown_columns().to_vec()))
             .is_err()
     {
         return;
     }
-    for row in source {
-        let item = row.map_or_else(Item::Failed, Item::Row);
-        if tx.blocking_send(item).is_err() {
+    while let Some(row) = source.next() {
+        let point = segment.point(source.resume_point());
+        let item = match row {
+            Ok(mut row) => {
+                row.line = segment.line(row.line);
+                Item::Row(row, point)
+            }
+            Err(error) => Item::Failed(error),
+        };
+        if tx.blocking_send(item).is_err() || end.is_some_and(|end| point.offset >= end.offset) {
             return;
         }
     }
@@ -156,6 +176,8 @@ struct Rows {
     duplicates: u64,
     report: Vec<ReportLine>,
     failure: Option<FileError>,
+    /// Where the record after the last one taken starts: a continuation resumes there.
+    resume: ResumePoint,
 }
 
 impl Rows {
@@ -163,7 +185,10 @@ impl Rows {
     async fn next_operation(&mut self) -> Option<Operation> {
         while let Some(item) = self.rx.recv().await {
             let row = match item {
-                Item::Row(row) => row,
+                Item::Row(row, point) => {
+                    self.resume = point;
+                    row
+                }
                 Item::Failed(error) => {
                     self.failure = Some(error);
                     continue;
@@ -197,6 +222,15 @@ impl Rows {
     }
 }
 
+/// Where reading an object starts: at its beginning (an upload or rerun event), or where an
+/// earlier invocation stopped.
+pub(super) enum Start<'a> {
+    /// The whole object, for an event (its time, if it has one).
+    Event { event_time: Option<String> },
+    /// The rest of an object, from a continuation message.
+    Checkpoint(&'a Checkpoint),
+}
+
 /// Reads one CSV object and provisions it (partly now, the rest through the work queue).
 pub(super) async fn process(
     state: &State,
@@ -205,9 +239,53 @@ pub(super) async fn process(
     object: &ObjectRef,
     summary: &mut Summary,
 ) -> Result<Value, HandlerError> {
+    let start = Start::Event { event_time: None };
+    process_from(state, invocation, deadline, object, start, summary).await
+}
+
+/// Continues reading an object where a continuation message says.
+pub(super) async fn continue_from(
+    state: &State,
+    invocation: &Invocation,
+    deadline: Instant,
+    checkpoint: &Checkpoint,
+    summary: &mut Summary,
+) -> Result<Value, HandlerError> {
+    // Too little time to move the file on: it waits for the next invocation, unchanged.
+    if Instant::now() + state.engine.admission_window() > deadline {
+        leave_continuation(state, checkpoint, Duration::from_secs(1))
+            .await
+            .map_err(|problem| HandlerError::Incomplete {
+                origin: format!("s3://{}/{}", checkpoint.bucket, checkpoint.key),
+                problem,
+            })?;
+        return Ok(json!({"continued_at": {"line": checkpoint.line, "offset": checkpoint.offset}}));
+    }
+    let object = ObjectRef {
+        bucket: checkpoint.bucket.clone(),
+        key: checkpoint.key.clone(),
+        version_id: checkpoint.version_id.clone(),
+    };
+    let start = Start::Checkpoint(checkpoint);
+    process_from(state, invocation, deadline, &object, start, summary).await
+}
+
+/// [`process`] from `start`.
+pub(super) async fn process_from(
+    state: &State,
+    invocation: &Invocation,
+    deadline: Instant,
+    object: &ObjectRef,
+    start: Start<'_>,
+    summary: &mut Summary,
+) -> Result<Value, HandlerError> {
     let source = format!("s3://{}/{}", object.bucket, object.key);
-    let span = tracing::info_span!("object", %source);
-    process_source(state, invocation, deadline, object, source, summary)
+    let run = match &start {
+        Start::Checkpoint(checkpoint) => checkpoint.run.clone(),
+        Start::Event { .. } => invocation.request_id.clone(),
+    };
+    let span = tracing::info_span!("object", %source, %run);
+    process_source(state, invocation, deadline, object, start, source, summary)
         .instrument(span)
         .await
 }
@@ -217,6 +295,7 @@ async fn process_source(
     invocation: &Invocation,
     deadline: Instant,
     object: &ObjectRef,
+    start: Start<'_>,
     source: String,
     summary: &mut Summary,
 ) -> Result<Value, HandlerError> {
@@ -229,31 +308,58 @@ async fn process_source(
         origin: source.clone(),
         problem,
     };
-    // First pass: the last row of every userName, so earlier ones can be reported as they come.
-    let first = state.s3.open(bucket, key, version, None).await?;
-    let etag = first.etag;
+    let from = match &start {
+        Start::Checkpoint(checkpoint) => Some(*checkpoint),
+        Start::Event { .. } => None,
+    };
+    let etag = from.and_then(|c| c.etag.as_deref());
+    // First pass: the last row of every userName, so earlier ones can be reported as they come;
+    // it stops halfway to the deadline, and this invocation provisions the part it scanned.
+    let first = match continuation::open(&state.s3, bucket, key, version, etag, from).await {
+        Ok(first) => first,
+        Err(error) if from.is_some() && is_replaced(&error) => {
+            return replaced(state, invocation, source, from, summary).await
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let etag = first.etag.or_else(|| etag.map(str::to_string));
+    let stop_at = Instant::now() + deadline.saturating_duration_since(Instant::now()) / 2;
+    let segment = first.segment;
     let reader = first.reader;
-    let last = tokio::task::spawn_blocking(move || last_lines_by_user(reader))
-        .await
-        .map_err(|e| incomplete(format!("the reading thread failed: {e}")))?;
-    let last = match last {
-        Ok(last) => last,
+    let scanned =
+        tokio::task::spawn_blocking(move || continuation::scan(reader, &segment, stop_at))
+            .await
+            .map_err(|e| incomplete(format!("the reading thread failed: {e}")))?;
+    let scanned = match scanned {
+        Ok(scanned) => scanned,
         Err(error @ FileError::Read { .. }) => return Err(incomplete(error.to_string())),
         Err(error) => return reject(state, invocation, source, error, summary).await,
     };
+    if let Some(end) = scanned.end {
+        tracing::info!(
+            line = end.line,
+            "the first pass stopped halfway to the deadline: the rest of the file continues in another invocation"
+        );
+    }
     // Second pass, on the version just read: rows stream through a bounded channel.
-    let second = state.s3.open(bucket, key, version, etag.as_deref()).await?;
+    let second = continuation::open(&state.s3, bucket, key, version, etag.as_deref(), from).await?;
     let (tx, rx) = mpsc::channel(256);
-    let reading = tokio::task::spawn_blocking(move || read_rows(second.reader, tx));
+    let (segment, end, whole) = (second.segment, scanned.end, from.is_none());
+    let reading =
+        tokio::task::spawn_blocking(move || read_rows(second.reader, &segment, end, whole, tx));
     let mut rows = Rows {
         source: source.clone(),
-        last,
+        last: scanned.last,
         rx,
         rows: 0,
         invalid: 0,
         duplicates: 0,
         report: Vec::new(),
         failure: None,
+        resume: from.map_or(scanned.header, |c| ResumePoint {
+            offset: c.offset,
+            line: c.line,
+        }),
     };
     let now_count = state.config.s3_cycle_max_operations;
     let mut operations = Vec::new();
@@ -266,12 +372,20 @@ async fn process_source(
     let in_cycle = operations.len();
     // The cycle runs while the rest of the file is read and enqueued.
     let cycle = pipeline::run_cycle(&state.engine, operations, deadline, &state.queue);
-    let defer = defer_rest(state, &mut rows, in_cycle);
-    let (settled, (deferred, lost)) = tokio::join!(cycle, defer);
+    let defer = defer_rest(state, &mut rows, in_cycle, deadline);
+    let (settled, deferral) = tokio::join!(cycle, defer);
+    let (deferred, lost) = (deferral.enqueued, deferral.lost);
+    // The reading thread may be ahead of where the enqueueing stopped: let it go.
+    drop(rows.rx);
     reading
         .await
         .map_err(|e| incomplete(format!("the reading thread failed: {e}")))?;
     let settled = settled?;
+    let next = if deferral.stopped {
+        Some(rows.resume)
+    } else {
+        scanned.end
+    };
 
     summary.add(&settled.summary);
     summary.deferred += deferred as u64;
@@ -298,6 +412,40 @@ async fn process_source(
     if let Err(error) = &written {
         problems.push(format!("the report could not be written: {error}"));
     }
+    let continued = match next {
+        Some(next) if rows.failure.is_none() => {
+            let checkpoint = Checkpoint {
+                continuation: continuation::CONTINUATION_VERSION,
+                bucket: bucket.clone(),
+                key: key.clone(),
+                version_id: object.version_id.clone(),
+                etag: etag.clone(),
+                run: from.map_or_else(|| invocation.request_id.clone(), |c| c.run.clone()),
+                event_time: match &start {
+                    Start::Checkpoint(c) => c.event_time.clone(),
+                    Start::Event { event_time } => event_time.clone(),
+                },
+                header_end: from.map_or(scanned.header.offset, |c| c.header_end),
+                header_next_line: from.map_or(scanned.header.line, |c| c.header_next_line),
+                offset: next.offset,
+                line: next.line,
+            };
+            // After this file's deferred work, so the tenant sees it at the same pace.
+            let delay = deferral_delay(
+                in_cycle + deferred,
+                state.config.max_operations,
+                state.config.requests_per_minute,
+            );
+            match leave_continuation(state, &checkpoint, delay).await {
+                Ok(()) => Some(next),
+                Err(problem) => {
+                    problems.push(problem);
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     if !problems.is_empty() {
         return Err(incomplete(problems.join("; ")));
     }
@@ -308,22 +456,109 @@ async fn process_source(
         "duplicates": rows.duplicates,
         "provisioned_now": in_cycle,
         "deferred_to_queue": deferred,
+        "continued_at": continued.map(|p| json!({"line": p.line, "offset": p.offset})),
         "summary": settled.summary,
         "report": written.ok().flatten(),
     }))
 }
 
-/// Enqueues every remaining operation, deferred at the rate limit, a flush at a time;
-/// returns how many were enqueued and how many could not be.
-async fn defer_rest(state: &State, rows: &mut Rows, first_position: usize) -> (usize, usize) {
+/// Enqueues the continuation of a file this invocation could not finish.
+async fn leave_continuation(
+    state: &State,
+    checkpoint: &Checkpoint,
+    delay: Duration,
+) -> Result<(), String> {
+    let known = state.config.report_bucket.as_deref();
+    continuation::check_bucket(known, &checkpoint.bucket).map_err(|error| {
+        format!(
+            "the file could not be finished in this invocation and cannot be continued in another ({error}); set REPORT_BUCKET to the upload bucket or raise the function timeout"
+        )
+    })?;
+    state
+        .continuations
+        .send(checkpoint, delay)
+        .await
+        .map_err(|error| {
+            format!(
+                "the continuation from line {} could not be enqueued: {error}",
+                checkpoint.line
+            )
+        })?;
+    tracing::info!(
+        line = checkpoint.line,
+        offset = checkpoint.offset,
+        "time is short: the rest of the file continues in another invocation (continuation message enqueued)"
+    );
+    Ok(())
+}
+
+/// Whether S3 refused a read because the object is no longer the content being continued.
+fn is_replaced(error: &S3Error) -> bool {
+    matches!(
+        error.code.as_deref(),
+        Some("PreconditionFailed" | "NoSuchKey" | "NoSuchVersion")
+    )
+}
+
+/// A continuation of an object that was replaced or deleted since: its new content comes with
+/// its own event; the rest of the old one is reported as not provisioned.
+async fn replaced(
+    state: &State,
+    invocation: &Invocation,
+    source: String,
+    from: Option<&Checkpoint>,
+    summary: &mut Summary,
+) -> Result<Value, HandlerError> {
+    let line = from.map_or(0, |c| c.line);
+    tracing::warn!(
+        line,
+        "the object changed or went away since its reading began: the rest is not provisioned"
+    );
+    summary.skipped += 1;
+    let mut report_line = ReportLine::new(
+        source.clone(),
+        "skipped",
+        format!("the object was replaced or deleted while it was being provisioned: the rows from line {line} on were not provisioned (a new upload is processed on its own)"),
+    );
+    report_line.row = Some(line);
+    let report = reports::write(state, &source, &invocation.request_id, &[report_line])
+        .await
+        .map_err(HandlerError::S3)?;
+    Ok(json!({"source": source, "replaced": true, "report": report}))
+}
+
+/// How enqueueing the rest of a file went.
+struct Deferral {
+    enqueued: usize,
+    lost: usize,
+    /// It stopped for lack of time before the end of the rows.
+    stopped: bool,
+}
+
+/// Enqueues every remaining operation, deferred at the rate limit, a flush at a time, until
+/// the rows end or the deadline leaves no time for another flush.
+async fn defer_rest(
+    state: &State,
+    rows: &mut Rows,
+    first_position: usize,
+    deadline: Instant,
+) -> Deferral {
     let (ops_per_request, rpm) = (
         state.config.max_operations,
         state.config.requests_per_minute,
     );
     let mut position = first_position;
     let mut batch: Vec<Requeue> = Vec::with_capacity(FLUSH_OPERATIONS);
-    let (mut enqueued, mut lost) = (0, 0);
+    let (mut enqueued, mut lost, mut stopped) = (0, 0, false);
     loop {
+        // Between flushes: stop where we are if another would end past the deadline (once
+        // something was taken, so every invocation moves the file on).
+        let progress = position > 0 || enqueued + lost > 0;
+        let flush = state.continuations.slowest_flush();
+        if batch.is_empty() && progress && Instant::now() + flush >= deadline {
+            stopped = true;
+            break;
+        }
         let next = rows.next_operation().await;
         let end = next.is_none();
         if let Some(operation) = next {
@@ -332,7 +567,9 @@ async fn defer_rest(state: &State, rows: &mut Rows, first_position: usize) -> (u
             position += 1;
         }
         if batch.len() >= FLUSH_OPERATIONS || (end && !batch.is_empty()) {
+            let started = Instant::now();
             let failed = state.queue.enqueue(&batch).await.len();
+            state.continuations.flushed_in(started.elapsed());
             enqueued += batch.len() - failed;
             lost += failed;
             batch.clear();
@@ -347,7 +584,11 @@ async fn defer_rest(state: &State, rows: &mut Rows, first_position: usize) -> (u
             "rows past S3_CYCLE_MAX_OPERATIONS enqueued to the work queue, deferred"
         );
     }
-    (enqueued, lost)
+    Deferral {
+        enqueued,
+        lost,
+        stopped,
+    }
 }
 
 /// A file that cannot be read at all (missing column, not CSV): one report line, nothing sent.
