@@ -119,6 +119,8 @@ fn json_problem(error: &serde_json::Error) -> &'static str {
 }
 
 /// What the reading thread hands over.
+// Nearly every item is a row: boxing it would allocate once per row for nothing.
+#[allow(clippy::large_enum_variant)]
 enum Item {
     UnknownColumns(Vec<String>),
     /// A row, and where the record after it starts.
