@@ -325,7 +325,15 @@ async fn process_source(
         Err(error) => return Err(error.into()),
     };
     let etag = first.etag.or_else(|| etag.map(str::to_string));
-    let stop_at = Instant::now() + deadline.saturating_duration_since(Instant::now()) / 2;
+    // Without a bucket continuations are accepted for, stopping early would only fail: the
+    // file is then read to its end whatever the time, as one invocation.
+    let known = state.config.report_bucket.as_deref();
+    let can_continue = continuation::check_bucket(known, bucket).is_ok();
+    let stop = can_continue.then_some(deadline);
+    let stop_at = match stop {
+        Some(deadline) => Instant::now() + deadline.saturating_duration_since(Instant::now()) / 2,
+        None => far_future(),
+    };
     let segment = first.segment;
     let reader = first.reader;
     let scanned =
@@ -374,7 +382,7 @@ async fn process_source(
     let in_cycle = operations.len();
     // The cycle runs while the rest of the file is read and enqueued.
     let cycle = pipeline::run_cycle(&state.engine, operations, deadline, &state.queue);
-    let defer = defer_rest(state, &mut rows, in_cycle, deadline);
+    let defer = defer_rest(state, &mut rows, in_cycle, stop);
     let (settled, deferral) = tokio::join!(cycle, defer);
     let (deferred, lost) = (deferral.enqueued, deferral.lost);
     // The reading thread may be ahead of where the enqueueing stopped: let it go.
@@ -448,6 +456,13 @@ async fn process_source(
         }
         _ => None,
     };
+    if !can_continue && Instant::now() > deadline {
+        tracing::warn!(
+            "the file took longer than the invocation's time and could not be continued in \
+             another (continuations are accepted for REPORT_BUCKET only): set REPORT_BUCKET to \
+             the upload bucket"
+        );
+    }
     if !problems.is_empty() {
         return Err(incomplete(problems.join("; ")));
     }
@@ -462,6 +477,11 @@ async fn process_source(
         "summary": settled.summary,
         "report": written.ok().flatten(),
     }))
+}
+
+/// An instant no invocation reaches (a day from now).
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400)
 }
 
 /// Enqueues the continuation of a file this invocation could not finish.
@@ -538,12 +558,12 @@ struct Deferral {
 }
 
 /// Enqueues every remaining operation, deferred at the rate limit, a flush at a time, until
-/// the rows end or the deadline leaves no time for another flush.
+/// the rows end or `deadline` (if any) leaves no time for another flush.
 async fn defer_rest(
     state: &State,
     rows: &mut Rows,
     first_position: usize,
-    deadline: Instant,
+    deadline: Option<Instant>,
 ) -> Deferral {
     let (ops_per_request, rpm) = (
         state.config.max_operations,
@@ -557,7 +577,8 @@ async fn defer_rest(
         // something was taken, so every invocation moves the file on).
         let progress = position > 0 || enqueued + lost > 0;
         let flush = state.continuations.slowest_flush();
-        if batch.is_empty() && progress && Instant::now() + flush >= deadline {
+        let late = deadline.is_some_and(|deadline| Instant::now() + flush >= deadline);
+        if batch.is_empty() && progress && late {
             stopped = true;
             break;
         }
