@@ -402,7 +402,7 @@ async fn a_deadline_shorter_than_the_timeout_cuts_the_request_short() {
     let engine = engine_with(bearer(&proxy, &scim), EngineConfig::default());
     engine.discover().await.expect("discovery");
     let sent = engine
-        .run_cycle(ops("short", 2), Instant::now() + Duration::from_secs(5))
+        .run_cycle(ops("short", 2), Instant::now() + Duration::from_secs(8))
         .await
         .expect("cycle");
     assert_eq!(kinds(&sent), ["created"; 2]);
@@ -411,12 +411,12 @@ async fn a_deadline_shorter_than_the_timeout_cuts_the_request_short() {
     let report = engine
         .run_cycle(
             ops("short-slow", 2),
-            Instant::now() + Duration::from_secs(3),
+            Instant::now() + Duration::from_secs(7),
         )
         .await
         .expect("cycle");
     assert!(
-        started.elapsed() < Duration::from_secs(6),
+        started.elapsed() < Duration::from_secs(10),
         "{:?}",
         started.elapsed()
     );
@@ -424,4 +424,41 @@ async fn a_deadline_shorter_than_the_timeout_cuts_the_request_short() {
         let (_, reason, _) = retry_of(&r.outcome);
         assert!(reason.contains("timed out"), "{reason}");
     }
+}
+
+#[tokio::test]
+async fn a_request_is_not_started_when_the_time_left_cannot_hold_it() {
+    let (scim, proxy) = setup().await;
+    let engine = engine_with(bearer(&proxy, &scim), EngineConfig::default());
+    engine.discover().await.expect("discovery");
+    proxy.clear_log();
+    // 3 s left: more than the old 2 s minimum, less than min(request timeout, 5 s). Nothing is
+    // sent to be cut mid-flight; the work comes back deferred, its attempt not counted.
+    let report = engine
+        .run_cycle(ops("late", 3), Instant::now() + Duration::from_secs(3))
+        .await
+        .expect("cycle");
+    assert_eq!(kinds(&report), ["deferred"; 3]);
+    assert_eq!(report.stats.requests, 0);
+    assert_eq!(proxy.requests().len(), 0, "{:?}", proxy.requests());
+    assert!(scim.users().await.is_empty());
+    for r in &report.results {
+        assert_eq!(r.requeued().expect("re-enqueued").attempt, 0);
+    }
+    // A tenant seen to answer slowly needs more: a 4 s answer makes 6 s left too little.
+    proxy.inject("POST", "/Bulk", Fault::Delay(Duration::from_secs(4)));
+    let slow = engine
+        .run_cycle(ops("slow", 1), Instant::now() + Duration::from_secs(30))
+        .await
+        .expect("cycle");
+    assert_eq!(kinds(&slow), ["created"]);
+    let report = engine
+        .run_cycle(
+            ops("after-slow", 1),
+            Instant::now() + Duration::from_secs(6),
+        )
+        .await
+        .expect("cycle");
+    assert_eq!(kinds(&report), ["deferred"]);
+    assert_eq!(scim.users().await.len(), 1);
 }

@@ -85,6 +85,19 @@ impl S3Store {
         version_id: Option<&str>,
         if_match: Option<&str>,
     ) -> Result<OpenedObject, S3Error> {
+        self.open_range(bucket, key, version_id, if_match, None)
+            .await
+    }
+
+    /// [`S3Store::open`] for a byte range only (an HTTP `Range`: `bytes=0-99`, `bytes=100-`).
+    pub async fn open_range(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        if_match: Option<&str>,
+        range: Option<String>,
+    ) -> Result<OpenedObject, S3Error> {
         let output = self
             .client
             .get_object()
@@ -92,6 +105,7 @@ impl S3Store {
             .key(key)
             .set_version_id(version_id.map(str::to_string))
             .set_if_match(if_match.map(str::to_string))
+            .set_range(range)
             .send()
             .await
             .map_err(|e| S3Error::new("GetObject", bucket, key, &e))?;

@@ -94,10 +94,13 @@ pub async fn run(args: ProvisionArgs) -> Result<ExitCode, UsageError> {
     })
 }
 
-/// The cycle deadline, which must leave room for a request.
+/// The cycle deadline, which must leave room for a request (the engine's admission minimum).
 fn cycle_length(seconds: u64) -> Result<Duration, UsageError> {
-    if seconds < 2 {
-        return Err(UsageError("--cycle-seconds must be at least 2".into()));
+    let least = crate::engine::MIN_WINDOW.as_secs();
+    if seconds < least {
+        return Err(UsageError(format!(
+            "--cycle-seconds must be at least {least}: a request is started only with that long left"
+        )));
     }
     Ok(Duration::from_secs(seconds))
 }

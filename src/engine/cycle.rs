@@ -124,6 +124,16 @@ impl<'a> Cycle<'a> {
         }
     }
 
+    /// Every operation deferred unsent: too little time is left in this invocation.
+    pub(super) fn all_deferred(&self, ops: &[Operation]) -> Vec<Outcome> {
+        ops.iter()
+            .map(|_| Outcome::Deferred {
+                reason: "not sent: too little time is left before the invocation's deadline".into(),
+                delay: super::DEFER_DELAY,
+            })
+            .collect()
+    }
+
     pub(super) fn all_retry(
         &self,
         ops: &[Operation],

@@ -3,7 +3,7 @@
 //! counting of every request (reads included, `reads.rs`).
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
@@ -12,13 +12,11 @@ use reqwest::Method;
 use super::classify::{failure_detail, is_retryable, rate_signal, RateSignal};
 use super::cycle::Cycle;
 use crate::rate_limit::Admission;
+use crate::scim::auth::AuthError;
 use crate::scim::bulk;
 use crate::scim::http::{caps, Reply, SendError};
 use crate::scim::request::{SubOp, SubReply, SubResult};
 use crate::scim::resource::read_reply;
-
-/// The least time before the deadline worth starting a request in.
-const MIN_REQUEST_WINDOW: Duration = Duration::from_secs(2);
 
 enum BulkOutcome {
     Done(Vec<(usize, SubResult)>),
@@ -32,9 +30,9 @@ impl Cycle<'_> {
     pub(super) async fn admit(&self) -> Result<Instant, SubResult> {
         let engine = self.engine;
         let deferred = self.deferred_requests.load(Ordering::Relaxed);
-        // A request is sent if it has at least this long before the deadline; its timeout is
-        // then cut to the time left, so a short deadline defers work instead of blocking it.
-        let window = MIN_REQUEST_WINDOW.min(engine.config.timeouts.request);
+        // A request is sent only if the time left can hold it (its timeout is still cut to
+        // the time left): a short deadline defers work instead of cutting it mid-flight.
+        let window = engine.admission_window();
         match engine
             .limiter
             .admit(Instant::now(), self.deadline, window, deferred)
@@ -53,6 +51,9 @@ impl Cycle<'_> {
 
     /// Counts an answer to a request sent at `sent`, and tells the rate limiter how it went.
     pub(super) fn count(&self, sent: Instant, status: u16) {
+        self.engine
+            .latency
+            .record(Instant::now().saturating_duration_since(sent));
         if status == 429 {
             self.stats.throttled.fetch_add(1, Ordering::Relaxed);
         } else if (500..600).contains(&status) {
@@ -232,6 +233,10 @@ pub(super) fn reply_result(reply: &Reply) -> SubResult {
 /// No usable answer: retryable. An answer too large to read is one (the request may have
 /// been applied: it is not a refusal).
 pub(super) fn transient_from(error: SendError) -> SubResult {
+    // No token before the deadline: nothing was sent, the work waits for the next invocation.
+    if matches!(error, SendError::Auth(AuthError::Deadline)) {
+        return SubResult::Deferred(super::DEFER_DELAY);
+    }
     SubResult::Transient {
         status: error.status(),
         reason: error.to_string(),

@@ -1,6 +1,7 @@
 //! The bulk cycle: given operations, provision them against a SCIM 2.0 service within a budget
 //! and say, for every operation, what became of it. Plain Rust, no AWS types.
 
+mod admission;
 mod classify;
 mod config;
 mod cycle;
@@ -30,10 +31,14 @@ use crate::scim::http::ScimHttp;
 
 use cycle::Cycle;
 
+pub use admission::MIN_WINDOW;
 pub use classify::is_retryable;
 pub use config::{EngineConfig, UpdateMethod};
 pub use cycle::{CycleReport, CycleStats};
 pub use lookup::LookupError;
+
+/// How long work deferred for lack of time waits before it comes back (in a new invocation).
+const DEFER_DELAY: Duration = Duration::from_secs(1);
 
 /// Why a cycle could not run at all (nothing was sent).
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +57,7 @@ pub struct Engine {
     http: ScimHttp,
     limits: tokio::sync::Mutex<Option<ProviderLimits>>,
     limiter: RateLimiter,
+    latency: admission::Latency,
     rng: Mutex<Box<dyn RngCore + Send>>,
     /// The memory of the tenant, when there is one.
     ledger: Option<Arc<dyn Ledger>>,
@@ -74,6 +80,7 @@ impl Engine {
             config,
             http,
             limits: tokio::sync::Mutex::new(None),
+            latency: admission::Latency::default(),
             rng: Mutex::new(Box::new(StdRng::from_os_rng())),
             ledger: None,
             listed: tokio::sync::Mutex::new(HashSet::new()),
@@ -99,8 +106,25 @@ impl Engine {
         self.limiter.interval()
     }
 
+    /// The time left before a deadline that a request needs to be started: the tenant's recent
+    /// latency, at least `min(request timeout, MIN_WINDOW)`. The one admission rule, used by
+    /// every request of a cycle and by the Lambda function's warning.
+    pub fn admission_window(&self) -> Duration {
+        self.latency.window(self.config.timeouts.request)
+    }
+
+    /// Whether a request started at `now` fits before `deadline`.
+    fn admits(&self, now: Instant, deadline: Instant) -> bool {
+        now + self.admission_window() <= deadline
+    }
+
     /// The service's limits, discovered once per process (`GET /ServiceProviderConfig`).
     pub async fn discover(&self) -> Result<ProviderLimits, String> {
+        self.discover_until(None).await
+    }
+
+    /// [`Engine::discover`], giving up at `deadline`.
+    async fn discover_until(&self, deadline: Option<Instant>) -> Result<ProviderLimits, String> {
         let mut cached = self.limits.lock().await;
         if let Some(limits) = *cached {
             return Ok(limits);
@@ -112,7 +136,7 @@ impl Engine {
                 "/ServiceProviderConfig",
                 &[],
                 None,
-                None,
+                deadline,
             )
             .await
             .map_err(|e| format!("ServiceProviderConfig: {e}"))?;
@@ -157,19 +181,25 @@ impl Engine {
         if operations.is_empty() {
             return Ok(CycleReport::default());
         }
-        let outcomes = match self.http.base_url().await {
-            Err(e) if !e.is_transient() => return Err(e.into()),
-            Err(e) => cycle.all_retry(&operations, None, &e.to_string(), None),
-            Ok(base_url) => match self.discover().await {
-                Err(reason) => cycle.all_retry(&operations, None, &reason, None),
-                Ok(_) => match self.prepare_tenant(&base_url, deadline).await {
+        // Too little time for any request: defer everything before even reading the secret.
+        let outcomes = if !self.admits(Instant::now(), deadline) {
+            cycle.all_deferred(&operations)
+        } else {
+            match self.http.base_url(Some(deadline)).await {
+                Err(AuthError::Deadline) => cycle.all_deferred(&operations),
+                Err(e) if !e.is_transient() => return Err(e.into()),
+                Err(e) => cycle.all_retry(&operations, None, &e.to_string(), None),
+                Ok(base_url) => match self.discover_until(Some(deadline)).await {
                     Err(reason) => cycle.all_retry(&operations, None, &reason, None),
-                    Ok(tenant) => {
-                        cycle = cycle.for_tenant(tenant);
-                        cycle.run(&operations).await
-                    }
+                    Ok(_) => match self.prepare_tenant(&base_url, deadline).await {
+                        Err(reason) => cycle.all_retry(&operations, None, &reason, None),
+                        Ok(tenant) => {
+                            cycle = cycle.for_tenant(tenant);
+                            cycle.run(&operations).await
+                        }
+                    },
                 },
-            },
+            }
         };
         let results = operations
             .into_iter()

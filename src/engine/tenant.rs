@@ -155,7 +155,7 @@ impl Engine {
         };
         let base_url = self
             .http
-            .base_url()
+            .base_url(Some(deadline))
             .await
             .map_err(|e| ListingError(e.to_string()))?;
         self.discover().await.map_err(ListingError)?;
@@ -415,7 +415,7 @@ impl Engine {
     ) -> Result<Vec<Decision>, PlanError> {
         let base_url = self
             .http
-            .base_url()
+            .base_url(Some(deadline))
             .await
             .map_err(|e| PlanError(e.to_string()))?;
         let limits = self.discover().await.map_err(PlanError)?;

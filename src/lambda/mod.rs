@@ -1,6 +1,7 @@
 //! The Lambda function: one handler for SQS batches, S3 uploads and EventBridge reruns, each
 //! turned into one bulk cycle ([`crate::pipeline::run_cycle`]) within the invocation's time.
 
+mod continuation;
 mod eventbridge;
 mod reports;
 mod s3;
@@ -82,6 +83,7 @@ pub struct State {
     config: FunctionConfig,
     engine: Engine,
     queue: SqsQueue,
+    continuations: continuation::ContinuationQueue,
     s3: S3Store,
 }
 
@@ -94,12 +96,16 @@ impl State {
             config.secret_cache,
         );
         let engine = Engine::new(config.engine_config(), Arc::new(secrets))?;
-        let queue = SqsQueue::new(aws_sdk_sqs::Client::new(sdk), config.queue_url.clone());
+        let sqs = aws_sdk_sqs::Client::new(sdk);
+        let continuations =
+            continuation::ContinuationQueue::new(sqs.clone(), config.queue_url.clone());
+        let queue = SqsQueue::new(sqs, config.queue_url.clone());
         let s3 = S3Store::new(crate::aws::s3_client(sdk, config.s3_force_path_style));
         Ok(Self {
             config,
             engine,
             queue,
+            continuations,
             s3,
         })
     }
@@ -287,7 +293,7 @@ pub async fn handle(
             .deadline
             .checked_sub(state.config.deadline_margin)
             .unwrap_or_else(Instant::now);
-        warn_if_no_time(deadline, state.config.timeouts.request);
+        warn_if_no_time(deadline, state.engine.admission_window());
         let mut summary = Summary::default();
         let trigger = trigger(&event);
         let kind = trigger.as_ref().ok().copied();
@@ -312,11 +318,11 @@ pub async fn handle(
     .await
 }
 
-/// The engine starts a request only with a couple of seconds left before the deadline (and
+/// The engine starts a request only with its admission window left before the deadline (and
 /// cuts its timeout to the time left): with less, everything is deferred, invocation after invocation.
-fn warn_if_no_time(deadline: Instant, request_timeout: Duration) {
+fn warn_if_no_time(deadline: Instant, window: Duration) {
     let budget = deadline.saturating_duration_since(Instant::now());
-    if budget < Duration::from_secs(2).min(request_timeout) {
+    if budget < window {
         tracing::warn!(
             budget_seconds = budget.as_secs(),
             "almost no time is left before the deadline: nothing can be sent and the work is \

@@ -10,23 +10,23 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+use super::continuation::{self, Checkpoint, Segment};
 use super::reports::Report;
 use super::{HandlerError, Invocation, State};
-use crate::aws::s3::ObjectReader;
+use crate::aws::s3::S3Error;
 use crate::operation::Operation;
 use crate::pipeline::{self, Requeue, Summary, WorkQueue};
 use crate::report::ReportLine;
 use crate::retry::MAX_DELAY;
-use crate::sources::{
-    fate, last_lines_by_user, rows, CsvSource, FileError, LastLines, Row, RowFate,
-};
+use crate::sources::csv::ResumePoint;
+use crate::sources::{fate, rows, CsvSource, FileError, LastLines, Row, RowFate};
 
 /// Deferred operations enqueued per SendMessageBatch-sized flush (10 messages of 50).
 const FLUSH_OPERATIONS: usize = 500;
 /// Spacing of deferred requests when the rate is unlimited, so they do not all arrive at once.
 const UNLIMITED_SECONDS_PER_REQUEST: f64 = 1.0;
 /// Reports are written here; objects under it are never read as input (no report loops).
-const REPORTS_PREFIX: &str = "reports/";
+pub(super) const REPORTS_PREFIX: &str = "reports/";
 
 /// An object to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,7 +94,10 @@ pub(super) async fn handle(
                 .version_id
                 .filter(|v| !v.is_empty() && v != "null"),
         };
-        match process(state, invocation, deadline, &object, summary).await {
+        let start = Start::Event {
+            event_time: Some(record.event_time.to_rfc3339()),
+        };
+        match process_from(state, invocation, deadline, &object, start, summary).await {
             Ok(result) => objects.push(result),
             Err(error) => {
                 tracing::error!(bucket = %object.bucket, key = %object.key, %error, "the object was not fully processed");
@@ -117,31 +120,50 @@ fn json_problem(error: &serde_json::Error) -> &'static str {
 }
 
 /// What the reading thread hands over.
+// Nearly every item is a row: boxing it would allocate once per row for nothing.
+#[allow(clippy::large_enum_variant)]
 enum Item {
     UnknownColumns(Vec<String>),
-    Row(Row),
+    /// A row, and where the record after it starts.
+    Row(Row, ResumePoint),
     Failed(FileError),
 }
 
-/// Second pass, on a blocking thread: streams the rows into `tx` until the end or the receiver goes.
-fn read_rows(reader: ObjectReader, tx: mpsc::Sender<Item>) {
-    let source = match CsvSource::new(reader) {
+/// Second pass, on a blocking thread: streams the rows into `tx` until the end of the object,
+/// the end of the segment (`end`, where the first pass stopped), or the receiver goes.
+fn read_rows(
+    reader: impl std::io::Read,
+    segment: &Segment,
+    end: Option<ResumePoint>,
+    first: bool,
+    tx: mpsc::Sender<Item>,
+) {
+    let mut source = match CsvSource::new(reader) {
         Ok(source) => source,
         Err(error) => {
             let _ = tx.blocking_send(Item::Failed(error));
             return;
         }
     };
-    if !source.unknown_columns().is_empty()
+    // Reported by the invocation that read the file first only.
+    if first
+        && !source.unknown_columns().is_empty()
         && tx
             .blocking_send(Item::UnknownColumns(source.unknown_columns().to_vec()))
             .is_err()
     {
         return;
     }
-    for row in source {
-        let item = row.map_or_else(Item::Failed, Item::Row);
-        if tx.blocking_send(item).is_err() {
+    while let Some(row) = source.next() {
+        let point = segment.point(source.resume_point());
+        let item = match row {
+            Ok(mut row) => {
+                row.line = segment.line(row.line);
+                Item::Row(row, point)
+            }
+            Err(error) => Item::Failed(error),
+        };
+        if tx.blocking_send(item).is_err() || end.is_some_and(|end| point.offset >= end.offset) {
             return;
         }
     }
@@ -158,6 +180,8 @@ struct Rows<'r> {
     duplicates: u64,
     report: &'r mut Report,
     failure: Option<FileError>,
+    /// Where the record after the last one taken starts: a continuation resumes there.
+    resume: ResumePoint,
 }
 
 impl Rows<'_> {
@@ -165,7 +189,10 @@ impl Rows<'_> {
     async fn next_operation(&mut self) -> Option<Operation> {
         while let Some(item) = self.rx.recv().await {
             let row = match item {
-                Item::Row(row) => row,
+                Item::Row(row, point) => {
+                    self.resume = point;
+                    row
+                }
                 Item::Failed(error) => {
                     self.failure = Some(error);
                     continue;
@@ -202,10 +229,16 @@ impl Rows<'_> {
     }
 }
 
+/// Where reading an object starts: at its beginning (an upload or rerun event), or where an
+/// earlier invocation stopped.
+pub(super) enum Start<'a> {
+    /// The whole object, for an event (its time, if it has one).
+    Event { event_time: Option<String> },
+    /// The rest of an object, from a continuation message.
+    Checkpoint(&'a Checkpoint),
+}
+
 /// Reads one CSV object and provisions it (partly now, the rest through the work queue).
-/// Its report is written even when it fails part-way: what was learnt (invalid and duplicate
-/// rows, settled operations) and a `failed` line naming the object; the error returned names
-/// the object too (it becomes the record of Lambda's on-failure destination).
 pub(super) async fn process(
     state: &State,
     invocation: &Invocation,
@@ -213,18 +246,67 @@ pub(super) async fn process(
     object: &ObjectRef,
     summary: &mut Summary,
 ) -> Result<Value, HandlerError> {
+    let start = Start::Event { event_time: None };
+    process_from(state, invocation, deadline, object, start, summary).await
+}
+
+/// Continues reading an object where a continuation message says.
+pub(super) async fn continue_from(
+    state: &State,
+    invocation: &Invocation,
+    deadline: Instant,
+    checkpoint: &Checkpoint,
+    summary: &mut Summary,
+) -> Result<Value, HandlerError> {
+    // Too little time to move the file on: it waits for the next invocation, unchanged.
+    if Instant::now() + state.engine.admission_window() > deadline {
+        leave_continuation(state, checkpoint, Duration::from_secs(1))
+            .await
+            .map_err(|problem| HandlerError::Incomplete {
+                origin: format!("s3://{}/{}", checkpoint.bucket, checkpoint.key),
+                problem,
+            })?;
+        return Ok(json!({"continued_at": {"line": checkpoint.line, "offset": checkpoint.offset}}));
+    }
+    let object = ObjectRef {
+        bucket: checkpoint.bucket.clone(),
+        key: checkpoint.key.clone(),
+        version_id: checkpoint.version_id.clone(),
+    };
+    let start = Start::Checkpoint(checkpoint);
+    process_from(state, invocation, deadline, &object, start, summary).await
+}
+
+/// [`process`] from `start`. Its report is written even when it fails part-way: what was
+/// learnt (invalid and duplicate rows, settled operations) and a `failed` line naming the
+/// object; the error returned names the object too (it becomes the record of Lambda's
+/// on-failure destination).
+pub(super) async fn process_from(
+    state: &State,
+    invocation: &Invocation,
+    deadline: Instant,
+    object: &ObjectRef,
+    start: Start<'_>,
+    summary: &mut Summary,
+) -> Result<Value, HandlerError> {
     let source = format!("s3://{}/{}", object.bucket, object.key);
+    let run = match &start {
+        Start::Checkpoint(checkpoint) => checkpoint.run.clone(),
+        Start::Event { .. } => invocation.request_id.clone(),
+    };
     if object.key.starts_with(REPORTS_PREFIX) {
         tracing::warn!(%source, "ignoring an object under reports/: reports are not input");
         return Ok(json!({"source": source, "ignored": "reports are not input"}));
     }
-    let span = tracing::info_span!("object", %source);
+    let span = tracing::info_span!("object", %source, %run);
     async {
         let mut report = Report::new(state, &source, &invocation.request_id);
         let result = process_source(
             state,
+            invocation,
             deadline,
             object,
+            start,
             source.clone(),
             summary,
             &mut report,
@@ -276,10 +358,13 @@ async fn finish_report(
     }
 }
 
+#[allow(clippy::too_many_arguments)] // the object's context, each used once; no struct would be clearer
 async fn process_source(
     state: &State,
+    invocation: &Invocation,
     deadline: Instant,
     object: &ObjectRef,
+    start: Start<'_>,
     source: String,
     summary: &mut Summary,
     report: &mut Report,
@@ -289,31 +374,66 @@ async fn process_source(
         origin: source.clone(),
         problem,
     };
-    // First pass: the last row of every userName, so earlier ones can be reported as they come.
-    let first = state.s3.open(bucket, key, version, None).await?;
-    let etag = first.etag;
+    let from = match &start {
+        Start::Checkpoint(checkpoint) => Some(*checkpoint),
+        Start::Event { .. } => None,
+    };
+    let etag = from.and_then(|c| c.etag.as_deref());
+    // First pass: the last row of every userName, so earlier ones can be reported as they come;
+    // it stops halfway to the deadline, and this invocation provisions the part it scanned.
+    let first = match continuation::open(&state.s3, bucket, key, version, etag, from).await {
+        Ok(first) => first,
+        Err(error) if from.is_some() && is_replaced(&error) => {
+            return Ok(replaced(source, from, summary, report).await)
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let etag = first.etag.or_else(|| etag.map(str::to_string));
+    // Without a bucket continuations are accepted for, stopping early would only fail: the
+    // file is then read to its end whatever the time, as one invocation.
+    let known = state.config.report_bucket.as_deref();
+    let can_continue = continuation::check_bucket(known, bucket).is_ok();
+    let stop = can_continue.then_some(deadline);
+    let stop_at = match stop {
+        Some(deadline) => Instant::now() + deadline.saturating_duration_since(Instant::now()) / 2,
+        None => far_future(),
+    };
+    let segment = first.segment;
     let reader = first.reader;
-    let last = tokio::task::spawn_blocking(move || last_lines_by_user(reader))
-        .await
-        .map_err(|e| incomplete(format!("the reading thread failed: {e}")))?;
-    let last = match last {
-        Ok(last) => last,
+    let scanned =
+        tokio::task::spawn_blocking(move || continuation::scan(reader, &segment, stop_at))
+            .await
+            .map_err(|e| incomplete(format!("the reading thread failed: {e}")))?;
+    let scanned = match scanned {
+        Ok(scanned) => scanned,
         Err(error @ FileError::Read { .. }) => return Err(incomplete(error.to_string())),
         Err(error) => return Ok(reject(source, error, summary, report).await),
     };
+    if let Some(end) = scanned.end {
+        tracing::info!(
+            line = end.line,
+            "the first pass stopped halfway to the deadline: the rest of the file continues in another invocation"
+        );
+    }
     // Second pass, on the version just read: rows stream through a bounded channel.
-    let second = state.s3.open(bucket, key, version, etag.as_deref()).await?;
+    let second = continuation::open(&state.s3, bucket, key, version, etag.as_deref(), from).await?;
     let (tx, rx) = mpsc::channel(256);
-    let reading = tokio::task::spawn_blocking(move || read_rows(second.reader, tx));
+    let (segment, end, whole) = (second.segment, scanned.end, from.is_none());
+    let reading =
+        tokio::task::spawn_blocking(move || read_rows(second.reader, &segment, end, whole, tx));
     let mut rows = Rows {
         source: source.clone(),
-        last,
+        last: scanned.last,
         rx,
         rows: 0,
         invalid: 0,
         duplicates: 0,
         report,
         failure: None,
+        resume: from.map_or(scanned.header, |c| ResumePoint {
+            offset: c.offset,
+            line: c.line,
+        }),
     };
     let now_count = state.config.s3_cycle_max_operations;
     let mut operations = Vec::new();
@@ -326,27 +446,45 @@ async fn process_source(
     let in_cycle = operations.len();
     // The cycle runs while the rest of the file is read and enqueued.
     let cycle = pipeline::run_cycle(&state.engine, operations, deadline, &state.queue);
-    let defer = defer_rest(state, &mut rows, in_cycle);
-    let (settled, (deferred, lost, too_large)) = tokio::join!(cycle, defer);
-    // Checked after the settled lines are in the report, so a failed reader does not lose them.
+    let defer = defer_rest(state, &mut rows, in_cycle, stop);
+    let (settled, deferral) = tokio::join!(cycle, defer);
+    let (deferred, lost) = (deferral.enqueued, deferral.lost);
+    // The reading thread may be ahead of where the enqueueing stopped: let it go. Its end is
+    // checked after the settled lines are in the report, so a failed reader does not lose them.
+    let Rows {
+        rx,
+        report,
+        rows: row_count,
+        invalid,
+        duplicates,
+        failure,
+        resume,
+        ..
+    } = rows;
+    drop(rx);
     let read = reading.await;
     let settled = settled?;
+    let next = if deferral.stopped {
+        Some(resume)
+    } else {
+        scanned.end
+    };
 
     summary.add(&settled.summary);
     summary.deferred += deferred as u64;
-    summary.failed += too_large;
-    summary.invalid += rows.invalid;
-    summary.skipped += rows.duplicates;
+    summary.failed += deferral.too_large;
+    summary.invalid += invalid;
+    summary.skipped += duplicates;
     // After the file's own lines: the report is streamed, so it is in file order but for these.
     for line in &settled.report {
-        rows.report.push(line).await;
+        report.push(line).await;
     }
 
     let mut problems = Vec::new();
     if let Err(error) = read {
         problems.push(format!("the reading thread failed: {error}"));
     }
-    if let Some(error) = &rows.failure {
+    if let Some(error) = &failure {
         problems.push(error.to_string());
     }
     if !settled.unsettled.is_empty() {
@@ -358,36 +496,164 @@ async fn process_source(
     if lost > 0 {
         problems.push(format!("{lost} deferred operations could not be enqueued"));
     }
+    let continued = match next {
+        Some(next) if failure.is_none() => {
+            let checkpoint = Checkpoint {
+                continuation: continuation::CONTINUATION_VERSION,
+                bucket: bucket.clone(),
+                key: key.clone(),
+                version_id: object.version_id.clone(),
+                etag: etag.clone(),
+                run: from.map_or_else(|| invocation.request_id.clone(), |c| c.run.clone()),
+                event_time: match &start {
+                    Start::Checkpoint(c) => c.event_time.clone(),
+                    Start::Event { event_time } => event_time.clone(),
+                },
+                header_end: from.map_or(scanned.header.offset, |c| c.header_end),
+                header_next_line: from.map_or(scanned.header.line, |c| c.header_next_line),
+                offset: next.offset,
+                line: next.line,
+            };
+            // After this file's deferred work, so the tenant sees it at the same pace.
+            let delay = deferral_delay(
+                in_cycle + deferred,
+                state.config.max_operations,
+                state.config.requests_per_minute,
+            );
+            match leave_continuation(state, &checkpoint, delay).await {
+                Ok(()) => Some(next),
+                Err(problem) => {
+                    problems.push(problem);
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    if !can_continue && Instant::now() > deadline {
+        tracing::warn!(
+            "the file took longer than the invocation's time and could not be continued in \
+             another (continuations are accepted for REPORT_BUCKET only): set REPORT_BUCKET to \
+             the upload bucket"
+        );
+    }
     if !problems.is_empty() {
         return Err(incomplete(problems.join("; ")));
     }
     Ok(json!({
         "source": source,
-        "rows": rows.rows,
-        "invalid": rows.invalid,
-        "duplicates": rows.duplicates,
+        "rows": row_count,
+        "invalid": invalid,
+        "duplicates": duplicates,
         "provisioned_now": in_cycle,
         "deferred_to_queue": deferred,
+        "continued_at": continued.map(|p| json!({"line": p.line, "offset": p.offset})),
         "summary": settled.summary,
     }))
 }
 
-/// Enqueues every remaining operation, deferred at the rate limit, a flush at a time;
-/// returns how many were enqueued, how many could not be, and how many no message can carry
-/// (reported failed with their line).
+/// An instant no invocation reaches (a day from now).
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400)
+}
+
+/// Enqueues the continuation of a file this invocation could not finish.
+async fn leave_continuation(
+    state: &State,
+    checkpoint: &Checkpoint,
+    delay: Duration,
+) -> Result<(), String> {
+    let known = state.config.report_bucket.as_deref();
+    continuation::check_bucket(known, &checkpoint.bucket).map_err(|error| {
+        format!(
+            "the file could not be finished in this invocation and cannot be continued in another ({error}); set REPORT_BUCKET to the upload bucket or raise the function timeout"
+        )
+    })?;
+    state
+        .continuations
+        .send(checkpoint, delay)
+        .await
+        .map_err(|error| {
+            format!(
+                "the continuation from line {} could not be enqueued: {error}",
+                checkpoint.line
+            )
+        })?;
+    tracing::info!(
+        line = checkpoint.line,
+        offset = checkpoint.offset,
+        "time is short: the rest of the file continues in another invocation (continuation message enqueued)"
+    );
+    Ok(())
+}
+
+/// Whether S3 refused a read because the object is no longer the content being continued.
+fn is_replaced(error: &S3Error) -> bool {
+    matches!(
+        error.code.as_deref(),
+        Some("PreconditionFailed" | "NoSuchKey" | "NoSuchVersion")
+    )
+}
+
+/// A continuation of an object that was replaced or deleted since: its new content comes with
+/// its own event; the rest of the old one is reported as not provisioned.
+async fn replaced(
+    source: String,
+    from: Option<&Checkpoint>,
+    summary: &mut Summary,
+    report: &mut Report,
+) -> Value {
+    let line = from.map_or(0, |c| c.line);
+    tracing::warn!(
+        line,
+        "the object changed or went away since its reading began: the rest is not provisioned"
+    );
+    summary.skipped += 1;
+    let mut report_line = ReportLine::new(
+        source.clone(),
+        "skipped",
+        format!("the object was replaced or deleted while it was being provisioned: the rows from line {line} on were not provisioned (a new upload is processed on its own)"),
+    );
+    report_line.row = Some(line);
+    report.push(&report_line).await;
+    json!({"source": source, "replaced": true})
+}
+
+/// How enqueueing the rest of a file went.
+struct Deferral {
+    enqueued: usize,
+    lost: usize,
+    /// Operations no message can carry, reported failed with their line.
+    too_large: u64,
+    /// It stopped for lack of time before the end of the rows.
+    stopped: bool,
+}
+
+/// Enqueues every remaining operation, deferred at the rate limit, a flush at a time, until
+/// the rows end or `deadline` (if any) leaves no time for another flush.
 async fn defer_rest(
     state: &State,
     rows: &mut Rows<'_>,
     first_position: usize,
-) -> (usize, usize, u64) {
+    deadline: Option<Instant>,
+) -> Deferral {
     let (ops_per_request, rpm) = (
         state.config.max_operations,
         state.config.requests_per_minute,
     );
     let mut position = first_position;
     let mut batch: Vec<Requeue> = Vec::with_capacity(FLUSH_OPERATIONS);
-    let (mut enqueued, mut lost, mut too_large) = (0, 0, 0);
+    let (mut enqueued, mut lost, mut too_large, mut stopped) = (0, 0, 0, false);
     loop {
+        // Between flushes: stop where we are if another would end past the deadline (once
+        // something was taken, so every invocation moves the file on).
+        let progress = position > 0 || enqueued + lost > 0;
+        let flush = state.continuations.slowest_flush();
+        let late = deadline.is_some_and(|deadline| Instant::now() + flush >= deadline);
+        if batch.is_empty() && progress && late {
+            stopped = true;
+            break;
+        }
         let next = rows.next_operation().await;
         let end = next.is_none();
         if let Some(operation) = next {
@@ -396,7 +662,9 @@ async fn defer_rest(
             position += 1;
         }
         if batch.len() >= FLUSH_OPERATIONS || (end && !batch.is_empty()) {
+            let started = Instant::now();
             let not_enqueued = state.queue.enqueue(&batch).await;
+            state.continuations.flushed_in(started.elapsed());
             enqueued += batch.len() - not_enqueued.len();
             lost += not_enqueued.failed.len();
             for (i, why) in &not_enqueued.too_large {
@@ -423,7 +691,12 @@ async fn defer_rest(
             "rows past S3_CYCLE_MAX_OPERATIONS enqueued to the work queue, deferred"
         );
     }
-    (enqueued, lost, too_large)
+    Deferral {
+        enqueued,
+        lost,
+        too_large,
+        stopped,
+    }
 }
 
 /// A file that cannot be read at all (missing column, not CSV): one report line, nothing sent.

@@ -9,7 +9,7 @@ use std::time::Instant;
 use aws_lambda_events::event::sqs::SqsEvent;
 use serde_json::{json, Value};
 
-use super::{reports, HandlerError, Invocation, State};
+use super::{continuation, reports, HandlerError, Invocation, State};
 use crate::aws::sqs::{Redrive, RetryMessage, RETRY_MESSAGE_VERSION};
 use crate::operation::Operation;
 use crate::pipeline::{self, Summary};
@@ -31,6 +31,9 @@ pub(super) enum BodyError {
     /// A retry message whose operations are malformed.
     #[error("the retry message is malformed: expected {{\"version\": 1, \"operations\": [...]}}")]
     Malformed,
+    /// A continuation message that cannot be used.
+    #[error(transparent)]
+    Continuation(#[from] super::continuation::ContinuationError),
 }
 
 /// What one message asks for: operations, and report lines for its invalid users.
@@ -240,6 +243,8 @@ pub(super) async fn handle(
     let mut owners = Vec::new();
     // Report lines by source, each with the message that must be redelivered if it is not written.
     let mut report: BTreeMap<String, Vec<(ReportLine, usize)>> = BTreeMap::new();
+    // Files that an earlier invocation could not finish, by record.
+    let mut continuations = Vec::new();
     for (m, record) in event.records.iter().enumerate() {
         let id = ids[m].as_deref().unwrap_or("");
         let _span = tracing::info_span!("message", message_id = %id).entered();
@@ -248,7 +253,16 @@ pub(super) async fn handle(
                 "an SQS record has no messageId: its failures cannot be reported for redelivery"
             );
         }
-        match parse_body(record.body.as_deref(), id, state.config.retry.max_attempts) {
+        let known_bucket = state.config.report_bucket.as_deref();
+        let parsed = match continuation::recognise(record.body.as_deref(), known_bucket) {
+            Some(Ok(checkpoint)) => {
+                continuations.push((m, checkpoint));
+                continue;
+            }
+            Some(Err(error)) => Err(BodyError::from(error)),
+            None => parse_body(record.body.as_deref(), id, state.config.retry.max_attempts),
+        };
+        match parsed {
             Ok(work) => {
                 summary.invalid += work.invalid.len() as u64;
                 for line in work.invalid {
@@ -306,6 +320,15 @@ pub(super) async fn handle(
         {
             tracing::error!(%error, source, "the report could not be written: its messages will be redelivered");
             failed.extend(entries.iter().map(|(_, m)| *m));
+        }
+    }
+    // After the batch's own work: each continues its file with the time left, and leaves
+    // another continuation if that is not enough.
+    for (m, checkpoint) in continuations {
+        let result = super::s3::continue_from(state, invocation, deadline, &checkpoint, summary);
+        if let Err(error) = result.await {
+            tracing::error!(message_id = ids[m].as_deref().unwrap_or(""), %error, "the file's continuation failed: the message will be redelivered");
+            failed.insert(m);
         }
     }
     // Never an empty identifier: SQS would fail the whole batch.

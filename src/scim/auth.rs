@@ -40,12 +40,15 @@ pub enum AuthError {
     /// The token endpoint failed or answered something that is not a token (5xx, HTML, network).
     #[error("the token endpoint is unavailable: {0}")]
     Unavailable(String),
+    /// No token (or credentials) could be had before the invocation's deadline: nothing was sent.
+    #[error("no token could be had before the invocation's deadline")]
+    Deadline,
 }
 
 impl AuthError {
     /// Whether trying again later could help.
     pub fn is_transient(&self) -> bool {
-        matches!(self, AuthError::Unavailable(_))
+        matches!(self, AuthError::Unavailable(_) | AuthError::Deadline)
             || matches!(
                 self,
                 AuthError::Credentials(CredentialsError::Unavailable(_))
@@ -100,6 +103,18 @@ impl Authenticator {
             http,
             state: tokio::sync::Mutex::new(State::default()),
         }
+    }
+
+    /// A valid session, as [`Authenticator::session`], given up at `deadline`: the secret read
+    /// and the token request (whose own timeout may be longer) never outlast the invocation.
+    pub async fn session_until(&self, deadline: Option<Instant>) -> Result<Session, AuthError> {
+        let Some(deadline) = deadline else {
+            return self.session().await;
+        };
+        // Dropping the future at the deadline cancels the read or request and frees the lock.
+        tokio::time::timeout_at(deadline.into(), self.session())
+            .await
+            .unwrap_or(Err(AuthError::Deadline))
     }
 
     /// A valid session, fetching credentials and a token if needed.

@@ -169,9 +169,9 @@ impl ScimHttp {
         })
     }
 
-    /// The SCIM base URL from the current credentials (loading them if needed).
-    pub async fn base_url(&self) -> Result<String, AuthError> {
-        Ok(self.auth.session().await?.base_url)
+    /// The SCIM base URL from the current credentials (loading them if needed, by `deadline`).
+    pub async fn base_url(&self, deadline: Option<Instant>) -> Result<String, AuthError> {
+        Ok(self.auth.session_until(deadline).await?.base_url)
     }
 
     /// Sends `method path` (relative to the base URL, starting with `/`) with an optional JSON body,
@@ -202,7 +202,7 @@ impl ScimHttp {
     ) -> Result<Reply, SendError> {
         let mut refreshed = false;
         loop {
-            let session = self.auth.session().await?;
+            let session = self.auth.session_until(deadline).await?;
             let mut request = self
                 .client
                 .request(method.clone(), format!("{}{}", session.base_url, path))

@@ -159,14 +159,34 @@ pub struct Row {
 /// Rewrites CR and CRLF line breaks to LF, so the CSV parser's line counter (which counts
 /// LF bytes, and leaves a CRLF's LF for the next record) gives exact line numbers; and
 /// notes the end of the stream, to tell a final record without a line break.
+///
+/// It also counts the CRLF LFs it drops, to map the parser's offsets back to the file's
+/// ([`CsvSource::resume_point`]). The parser reads through a buffer that asks for more only
+/// when it has consumed everything, so at each read the drops before it are behind the parser.
 struct Normalize<R> {
     inner: R,
     after_cr: bool,
     eof: bool,
+    /// Bytes handed to the parser so far.
+    produced: u64,
+    /// LFs dropped before the current read's output.
+    dropped: u64,
+    /// Where, in the output, LFs were dropped during the current read (ascending).
+    recent_drops: Vec<u64>,
+}
+
+impl<R: Read> Normalize<R> {
+    /// Bytes of the input behind output position `position` (at or after the current read).
+    fn input_offset(&self, position: u64) -> u64 {
+        let recent = self.recent_drops.partition_point(|&at| at <= position);
+        position + self.dropped + recent as u64
+    }
 }
 
 impl<R: Read> Read for Normalize<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.dropped += self.recent_drops.len() as u64;
+        self.recent_drops.clear();
         loop {
             let n = self.inner.read(buf)?;
             if n == 0 {
@@ -175,6 +195,7 @@ impl<R: Read> Read for Normalize<R> {
             }
             // Most files are LF-only: pass those chunks through untouched.
             if !self.after_cr && !buf[..n].contains(&b'\r') {
+                self.produced += n as u64;
                 return Ok(n);
             }
             let mut out = 0;
@@ -183,18 +204,30 @@ impl<R: Read> Read for Normalize<R> {
                 if self.after_cr && byte == b'\n' {
                     // The CR already stood for this line break.
                     self.after_cr = false;
+                    self.recent_drops.push(self.produced + out as u64);
                     continue;
                 }
                 self.after_cr = byte == b'\r';
                 buf[out] = if byte == b'\r' { b'\n' } else { byte };
                 out += 1;
             }
+            self.produced += out as u64;
             if out > 0 {
                 return Ok(out);
             }
             // The chunk was only a CRLF's LF: returning 0 would read as end of file.
         }
     }
+}
+
+/// Where reading can resume: the next record's byte offset in the file and its line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResumePoint {
+    /// Bytes of the file before the next record (after the last record's line break; if that
+    /// was a CR whose LF was not read yet, the LF may still be ahead).
+    pub offset: u64,
+    /// The next record's line, as an editor shows it.
+    pub line: u64,
 }
 
 type Input<R> = Normalize<Chain<Cursor<Vec<u8>>, R>>;
@@ -211,6 +244,8 @@ pub struct CsvSource<R: Read> {
     delimiter: u8,
     /// Lines removed before the parser saw them (an Excel `sep=` line).
     line_offset: u64,
+    /// Bytes removed before the parser saw them (a BOM, an Excel `sep=` line).
+    byte_offset: u64,
     finished: bool,
 }
 
@@ -221,12 +256,15 @@ impl<R: Read> CsvSource<R> {
         if let Some(hint) = binary_hint(&prefix) {
             return Err(FileError::NotText { hint });
         }
+        let mut byte_offset = 0;
         if prefix.starts_with(UTF8_BOM) {
             prefix.drain(..UTF8_BOM.len());
+            byte_offset += UTF8_BOM.len() as u64;
         }
         let (delimiter, line_offset) = match excel_sep_line(&prefix) {
             Some((delimiter, len)) => {
                 prefix.drain(..len);
+                byte_offset += len as u64;
                 (delimiter, 1)
             }
             None => (sniff_delimiter(&prefix), 0),
@@ -235,6 +273,9 @@ impl<R: Read> CsvSource<R> {
             inner: Cursor::new(prefix).chain(reader),
             after_cr: false,
             eof: false,
+            produced: 0,
+            dropped: 0,
+            recent_drops: Vec::new(),
         };
         let mut reader = ReaderBuilder::new()
             .buffer_capacity(64 * 1024)
@@ -268,8 +309,19 @@ impl<R: Read> CsvSource<R> {
             unknown,
             delimiter,
             line_offset,
+            byte_offset,
             finished: false,
         })
+    }
+
+    /// Where the record after the last one read (or after the header) starts in the file, to
+    /// resume reading there: the header, then the file from this offset, read as one.
+    pub fn resume_point(&self) -> ResumePoint {
+        let position = self.reader.position();
+        ResumePoint {
+            offset: self.byte_offset + self.reader.get_ref().input_offset(position.byte()),
+            line: position.line() + self.line_offset,
+        }
     }
 
     /// Header columns that match no field: they are ignored (list them once in a report).

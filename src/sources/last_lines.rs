@@ -4,7 +4,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::io::Read;
 
-use super::csv::{CsvSource, FileError};
+use super::csv::{CsvSource, FileError, Row};
 use crate::user::User;
 
 /// For each userName (folded with [`crate::user::user_name_key`]), the line of its last valid row.
@@ -67,8 +67,15 @@ impl LastLines {
 
 /// First pass over a CSV file: the last line of every valid userName (invalid rows do not count).
 pub fn last_lines_by_user<R: Read>(reader: R) -> Result<LastLines, FileError> {
+    last_lines_of(CsvSource::new(reader)?)
+}
+
+/// [`last_lines_by_user`] over rows already being read (e.g. a part of a file).
+pub fn last_lines_of(
+    rows: impl Iterator<Item = Result<Row, FileError>>,
+) -> Result<LastLines, FileError> {
     let mut last = LastLines::default();
-    for row in CsvSource::new(reader)? {
+    for row in rows {
         let row = row?;
         if let Ok(user) = &row.result {
             let fingerprint = last.fingerprint(user);
