@@ -33,6 +33,8 @@ pub struct FunctionConfig {
     pub queue_url: String,
     /// `REPORT_BUCKET`: where reports go (None: the source object's bucket).
     pub report_bucket: Option<String>,
+    /// `LEDGER_TABLE`: the DynamoDB table of the ledger (None: no ledger, no state).
+    pub ledger_table: Option<String>,
     /// `MAX_ATTEMPTS`, `RETRY_BASE_SECONDS`, `RETRY_MAX_SECONDS` (the cap is clamped to 900 s).
     pub retry: RetryPolicy,
     /// `SCIM_MAX_OPERATIONS`: operations per BulkRequest at most.
@@ -92,6 +94,7 @@ impl FunctionConfig {
             secret_id: env.required("SCIM_SECRET_ID")?,
             queue_url: env.required("WORK_QUEUE_URL")?,
             report_bucket: env.text("REPORT_BUCKET"),
+            ledger_table: env.text("LEDGER_TABLE"),
             retry: RetryPolicy {
                 base: Duration::from_secs(base),
                 // SQS cannot delay a message longer than 900 s (CONTRACT.md).

@@ -60,6 +60,8 @@ pub type ObjectReader = SyncIoBridge<Pin<Box<dyn AsyncRead + Send>>>;
 pub struct OpenedObject {
     /// The object's ETag, to read the same version again (`If-Match`).
     pub etag: Option<String>,
+    /// When the object was written (ms since the Unix epoch), if S3 said.
+    pub last_modified: Option<u64>,
     /// The body, streamed: never held whole in memory.
     pub reader: ObjectReader,
 }
@@ -110,9 +112,13 @@ impl S3Store {
             .await
             .map_err(|e| S3Error::new("GetObject", bucket, key, &e))?;
         let etag = output.e_tag().map(str::to_string);
+        let last_modified = output
+            .last_modified()
+            .and_then(|t| u64::try_from(t.to_millis().ok()?).ok());
         let body: Pin<Box<dyn AsyncRead + Send>> = Box::pin(output.body.into_async_read());
         Ok(OpenedObject {
             etag,
+            last_modified,
             reader: SyncIoBridge::new(body),
         })
     }

@@ -220,6 +220,8 @@ impl Segment {
 pub(super) struct Opened {
     /// The ETag of the content read.
     pub etag: Option<String>,
+    /// When the object was written (ms since the Unix epoch): the time of its rows.
+    pub last_modified: Option<u64>,
     /// The stream to give [`CsvSource`] (read it on a blocking thread).
     pub reader: Box<dyn Read + Send>,
     /// How its positions map to the object.
@@ -240,6 +242,7 @@ pub(super) async fn open(
         let object = s3.open(bucket, key, version_id, etag).await?;
         return Ok(Opened {
             etag: object.etag,
+            last_modified: object.last_modified,
             reader: Box::new(object.reader),
             segment: Segment::default(),
         });
@@ -274,6 +277,7 @@ pub(super) async fn open(
     };
     Ok(Opened {
         etag: header.etag,
+        last_modified: header.last_modified,
         reader: Box::new(header.reader.chain(rest)),
         segment: Segment {
             resumed: Some(Resumed {

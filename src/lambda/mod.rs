@@ -20,6 +20,7 @@ use crate::aws::secrets::SecretsManagerSource;
 use crate::aws::sqs::SqsQueue;
 use crate::config::{ConfigError, FunctionConfig};
 use crate::engine::{Engine, EngineError};
+use crate::ledger::dynamodb::DynamoLedger;
 use crate::pipeline::Summary;
 
 /// Why the function cannot start.
@@ -95,7 +96,11 @@ impl State {
             config.secret_id.clone(),
             config.secret_cache,
         );
-        let engine = Engine::new(config.engine_config(), Arc::new(secrets))?;
+        let mut engine = Engine::new(config.engine_config(), Arc::new(secrets))?;
+        if let Some(table) = &config.ledger_table {
+            let client = aws_sdk_dynamodb::Client::new(sdk);
+            engine = engine.with_ledger(Arc::new(DynamoLedger::new(client, table.clone())));
+        }
         let sqs = aws_sdk_sqs::Client::new(sdk);
         let continuations =
             continuation::ContinuationQueue::new(sqs.clone(), config.queue_url.clone());

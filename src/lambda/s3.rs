@@ -179,6 +179,8 @@ struct Rows<'r> {
     invalid: u64,
     duplicates: u64,
     report: &'r mut Report,
+    /// When the object was written: the time of its operations.
+    source_time: Option<u64>,
     failure: Option<FileError>,
     /// Where the record after the last one taken starts: a continuation resumes there.
     resume: ResumePoint,
@@ -223,7 +225,11 @@ impl Rows<'_> {
                     continue;
                 }
             };
-            return Some(Operation::new(user, self.source.clone(), Some(line)));
+            let op = Operation::new(user, self.source.clone(), Some(line));
+            return Some(match self.source_time {
+                Some(at) => op.with_source_time(at),
+                None => op,
+            });
         }
         None
     }
@@ -429,6 +435,7 @@ async fn process_source(
         invalid: 0,
         duplicates: 0,
         report,
+        source_time: second.last_modified,
         failure: None,
         resume: from.map_or(scanned.header, |c| ResumePoint {
             offset: c.offset,

@@ -41,6 +41,9 @@ pub(super) enum BodyError {
 pub(super) struct Work {
     pub operations: Vec<Operation>,
     pub invalid: Vec<ReportLine>,
+    /// From a producer (its operations take the message's `SentTimestamp` as their time),
+    /// not from the function's own retry message (whose operations keep theirs).
+    pub from_producer: bool,
 }
 
 /// Report status of a message whose body cannot be used (it ends in the dead-letter queue).
@@ -122,6 +125,8 @@ fn check_operation(
         op.attempt = last_attempt;
     }
     op.first_seen = op.first_seen.min(now);
+    // A time in the future would let a forged message overrule every later change of the user.
+    op.source_time = op.source_time.map(|t| t.min(now.saturating_add(1) * 1000));
     if let Some(error) = &mut op.last_error {
         if let Some((cut, _)) = error.char_indices().nth(MAX_LAST_ERROR_CHARS) {
             error.truncate(cut);
@@ -171,7 +176,10 @@ pub(super) fn parse_body(
         return Ok(work);
     }
     let source = format!("sqs:{message_id}");
-    let mut work = Work::default();
+    let mut work = Work {
+        from_producer: true,
+        ..Work::default()
+    };
     for user in parse_message(body)? {
         match user {
             Ok(user) => work
@@ -263,7 +271,17 @@ pub(super) async fn handle(
             None => parse_body(record.body.as_deref(), id, state.config.retry.max_attempts),
         };
         match parsed {
-            Ok(work) => {
+            Ok(mut work) => {
+                if work.from_producer {
+                    // When the producer sent it: an older message never overwrites a newer one.
+                    let sent = record
+                        .attributes
+                        .get("SentTimestamp")
+                        .and_then(|t| t.parse::<u64>().ok());
+                    for op in &mut work.operations {
+                        op.source_time = sent;
+                    }
+                }
                 summary.invalid += work.invalid.len() as u64;
                 for line in work.invalid {
                     report

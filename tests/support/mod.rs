@@ -212,6 +212,11 @@ pub struct ScimOptions {
     pub bulk_max_payload_size: u64,
     /// Page size cap of list and filter answers (`count` above it is lowered).
     pub filter_max_results: u64,
+    /// Advertise `filter.supported: false` (the server still filters if asked).
+    pub filter_supported: bool,
+    /// userName `caseExact: true`: uniqueness and `filter eq` compare case-sensitively, as
+    /// some servers do despite RFC 7643.
+    pub case_exact_user_name: bool,
 }
 
 impl Default for ScimOptions {
@@ -222,6 +227,8 @@ impl Default for ScimOptions {
             bulk_max_operations: 1000,
             bulk_max_payload_size: 1_048_576,
             filter_max_results: 1000,
+            filter_supported: true,
+            case_exact_user_name: false,
         }
     }
 }
@@ -237,7 +244,7 @@ impl ScimOptions {
                 "maxOperations": self.bulk_max_operations,
                 "maxPayloadSize": self.bulk_max_payload_size,
             },
-            "filter": {"supported": true, "maxResults": self.filter_max_results},
+            "filter": {"supported": self.filter_supported, "maxResults": self.filter_max_results},
             "changePassword": {"supported": true},
             "sort": {"supported": true},
             "etag": {"supported": true},
@@ -283,6 +290,9 @@ pub async fn start_scim2_server(options: ScimOptions) -> ScimServer {
     let spc_text =
         serde_json::to_string_pretty(&options.service_provider_config()).expect("serializable SPC");
     std::fs::write(&spc, spc_text).expect("cannot write SPC file");
+    let schemas = options
+        .case_exact_user_name
+        .then(|| case_exact_schemas(dir.path()));
     let bin = venv_bin("scim2-server");
     let (guard, port) = spawn_and_wait(
         "scim2-server",
@@ -298,6 +308,9 @@ pub async fn start_scim2_server(options: ScimOptions) -> ScimServer {
                 .arg("--service-provider-config")
                 .arg(&spc)
                 .arg("--reverse-proxy");
+            if let Some(schemas) = &schemas {
+                command.arg("--schema").arg(schemas);
+            }
             command
         },
     )
@@ -310,6 +323,38 @@ pub async fn start_scim2_server(options: ScimOptions) -> ScimServer {
         guard,
         _dir: dir,
     }
+}
+
+/// scim2-server's own schemas with the User's `userName` made `caseExact: true`, written
+/// into `dir`; returns the file.
+fn case_exact_schemas(dir: &Path) -> PathBuf {
+    let python = venv_bin("python");
+    let out = Command::new(&python)
+        .args([
+            "-c",
+            "import json, pathlib, scim2_server; \
+             p = pathlib.Path(scim2_server.__file__).parent / 'resources' / 'default-schemas.json'; \
+             print(p.read_text())",
+        ])
+        .output()
+        .expect("python of the venv");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut schemas: Value = serde_json::from_slice(&out.stdout).expect("scim2-server's schemas");
+    let user = schemas
+        .as_array_mut()
+        .and_then(|all| {
+            all.iter_mut()
+                .find(|s| s["id"] == "urn:ietf:params:scim:schemas:core:2.0:User")
+        })
+        .expect("the User schema");
+    let user_name = user["attributes"]
+        .as_array_mut()
+        .and_then(|a| a.iter_mut().find(|a| a["name"] == "userName"))
+        .expect("userName");
+    user_name["caseExact"] = Value::Bool(true);
+    let path = dir.join("schemas.json");
+    std::fs::write(&path, schemas.to_string()).expect("cannot write schemas");
+    path
 }
 
 /// A running moto_server (S3, SQS, Secrets Manager, ... all at one endpoint).
