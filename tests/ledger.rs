@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use scim_bulk_provisioner::ledger::dynamodb::DynamoLedger;
 use scim_bulk_provisioner::ledger::memory::MemoryLedger;
-use scim_bulk_provisioner::ledger::{Confirmed, Ledger, TenantMeta};
+use scim_bulk_provisioner::ledger::{Claim, Confirmed, Ledger, Refusal, TenantMeta};
 
 const TENANT: &str = "https://tenant.example/scim/v2";
 
@@ -75,14 +75,23 @@ async fn conformance(ledger: Arc<dyn Ledger>) {
     assert_eq!(ledger.all(TENANT).await.unwrap().len(), 250);
 
     // Claims: newer or equal times win, older ones lose; more claims than one transaction.
-    let claims: Vec<(String, u64)> = keys.iter().map(|k| (k.clone(), 1_000)).collect();
-    assert!(ledger.claim(TENANT, &claims).await.unwrap().is_empty());
-    let mixed: Vec<(String, u64)> = keys
+    // (Holds end at 0 here: no claim waits for another.)
+    let claim = |key: &String, at: u64| Claim {
+        key: key.clone(),
+        at,
+    };
+    let claims: Vec<Claim> = keys.iter().map(|k| claim(k, 1_000)).collect();
+    assert!(ledger
+        .claim(TENANT, &claims, 10, 0)
+        .await
+        .unwrap()
+        .is_empty());
+    let mixed: Vec<Claim> = keys
         .iter()
         .enumerate()
         .map(|(i, k)| {
-            (
-                k.clone(),
+            claim(
+                k,
                 if i % 3 == 0 {
                     999
                 } else {
@@ -91,8 +100,12 @@ async fn conformance(ledger: Arc<dyn Ledger>) {
             )
         })
         .collect();
-    let lost = ledger.claim(TENANT, &mixed).await.unwrap();
-    let expected: Vec<String> = keys.iter().step_by(3).cloned().collect();
+    let lost = ledger.claim(TENANT, &mixed, 10, 0).await.unwrap();
+    let expected: Vec<(String, Refusal)> = keys
+        .iter()
+        .step_by(3)
+        .map(|k| (k.clone(), Refusal::Superseded))
+        .collect();
     assert_eq!(sorted(lost), expected);
     let after = ledger.get(TENANT, &keys).await.unwrap();
     assert_eq!(after[&keys[0]].applied_at, Some(1_000));
@@ -101,7 +114,7 @@ async fn conformance(ledger: Arc<dyn Ledger>) {
     // A claim on an unknown user creates a claim without an id; confirming keeps the claim.
     let fresh = "new@example.com".to_string();
     assert!(ledger
-        .claim(TENANT, &[(fresh.clone(), 7)])
+        .claim(TENANT, &[claim(&fresh, 7)], 10, 0)
         .await
         .unwrap()
         .is_empty());
@@ -123,15 +136,62 @@ async fn conformance(ledger: Arc<dyn Ledger>) {
         (Some("id-new"), Some(7), true)
     );
 
-    // Concurrent claims of one user: whatever the order, the newest time ends applied, and
-    // every older claim that came after a newer one lost.
+    // Holds: an older claim still holding its user makes a newer one wait; the same
+    // operation again may take it over; once released (or expired), the newer one goes.
+    let held = "held@example.com".to_string();
+    assert!(ledger
+        .claim(TENANT, &[claim(&held, 100)], 1_000, 5_000)
+        .await
+        .unwrap()
+        .is_empty());
+    let waiting = ledger
+        .claim(TENANT, &[claim(&held, 200)], 1_000, 9_000)
+        .await
+        .unwrap();
+    assert_eq!(waiting, [(held.clone(), Refusal::Busy { until: 5_000 })]);
+    assert!(ledger
+        .claim(TENANT, &[claim(&held, 100)], 1_000, 6_000)
+        .await
+        .unwrap()
+        .is_empty());
+    // Releasing someone else's claim does nothing.
+    ledger.release(TENANT, &[claim(&held, 99)]).await.unwrap();
+    let still = ledger
+        .claim(TENANT, &[claim(&held, 200)], 2_000, 9_000)
+        .await
+        .unwrap();
+    assert_eq!(still, [(held.clone(), Refusal::Busy { until: 6_000 })]);
+    ledger.release(TENANT, &[claim(&held, 100)]).await.unwrap();
+    assert!(ledger
+        .claim(TENANT, &[claim(&held, 200)], 2_000, 9_000)
+        .await
+        .unwrap()
+        .is_empty());
+    // Past its hold, a claim no longer stops a newer one (a crashed invocation's claim).
+    assert!(ledger
+        .claim(TENANT, &[claim(&held, 300)], 9_001, 12_000)
+        .await
+        .unwrap()
+        .is_empty());
+    // An older one than all of them is stale, held or not.
+    let stale = ledger
+        .claim(TENANT, &[claim(&held, 250)], 9_002, 12_000)
+        .await
+        .unwrap();
+    assert_eq!(stale, [(held.clone(), Refusal::Superseded)]);
+
+    // Concurrent claims of one user without holds: whatever the order, the newest time ends
+    // applied, and the newest claim is always granted.
     let racer = "race@example.com".to_string();
     let tasks: Vec<_> = (0..16u64)
         .map(|i| {
             let ledger = Arc::clone(&ledger);
             let racer = racer.clone();
             let at = 100 + (i * 7) % 16;
-            tokio::spawn(async move { (at, ledger.claim(TENANT, &[(racer, at)]).await.unwrap()) })
+            tokio::spawn(async move {
+                let claims = [Claim { key: racer, at }];
+                (at, ledger.claim(TENANT, &claims, 10, 0).await.unwrap())
+            })
         })
         .collect();
     let mut winners = Vec::new();
@@ -179,7 +239,7 @@ async fn conformance(ledger: Arc<dyn Ledger>) {
     assert_eq!(ledger.meta(TENANT).await.unwrap(), meta);
 }
 
-fn sorted(mut v: Vec<String>) -> Vec<String> {
+fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
     v.sort();
     v
 }
@@ -195,10 +255,11 @@ async fn the_memory_ledger_conforms_and_survives_a_restart_through_its_file() {
         .confirm(TENANT, &[confirmed("a@example.com", "id-a")], true)
         .await
         .unwrap();
-    ledger
-        .claim(TENANT, &[("a@example.com".into(), 5)])
-        .await
-        .unwrap();
+    let claim = Claim {
+        key: "a@example.com".into(),
+        at: 5,
+    };
+    ledger.claim(TENANT, &[claim], 10, 0).await.unwrap();
     ledger.save().unwrap();
     let reopened = MemoryLedger::open(&path).unwrap();
     let entry = &reopened

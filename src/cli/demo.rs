@@ -16,12 +16,13 @@ use super::runner::{self, RunSettings};
 use super::seed::{seed, Seeded};
 use super::summary::{thousands, RunSummary};
 use super::verify::{verify, Verification};
-use super::{read_file, write_report, DemoArgs, UsageError};
+use super::{read_file, write_report, DemoArgs, PatchFormArg, UsageError};
 use crate::engine::{Engine, EngineConfig};
 use crate::scim::credentials::{Auth, Credentials, Secret, StaticCredentials};
 use crate::scim::http::Timeouts;
 use crate::sources::CsvSource;
-use crate::tenant::{FaultProfile, Quirks, Tenant, TenantConfig, TenantStats};
+use crate::ledger::memory::MemoryLedger;
+use crate::tenant::{FaultProfile, PatchForm, Quirks, Tenant, TenantConfig, TenantStats};
 
 /// The sample HR export, built into the binary so the demo runs from any directory.
 const SAMPLE: &str = include_str!("../../examples/hr-export.csv");
@@ -180,7 +181,13 @@ fn tenant_config(args: &DemoArgs, token: &str) -> TenantConfig {
             unavailable: args.error_rate,
             ..FaultProfile::default()
         },
-        quirks: Quirks::default(),
+        quirks: Quirks {
+            case_exact_user_names: args.case_sensitive,
+            refused_patch: args.refuse_patch_form.map(|form| match form {
+                PatchFormArg::Path => PatchForm::Path,
+                PatchFormArg::Value => PatchForm::Value,
+            }),
+        },
         seed: args.seed,
     }
 }
@@ -202,8 +209,11 @@ fn engine(args: &DemoArgs, tenant: &Tenant, token: &str) -> Result<Engine, Usage
     };
     let engine = Engine::new(config, Arc::new(StaticCredentials(credentials)))
         .map_err(|e| UsageError(e.to_string()))?;
-    // Seeded jitter: the same seed gives the same backoff delays.
-    Ok(engine.with_rng(StdRng::seed_from_u64(args.seed)))
+    // Seeded jitter: the same seed gives the same backoff delays. The ledger lives in memory:
+    // the tenant is listed once, and matched, compared and ordered through it.
+    Ok(engine
+        .with_rng(StdRng::seed_from_u64(args.seed))
+        .with_ledger(Arc::new(MemoryLedger::new())))
 }
 
 fn intro(args: &DemoArgs, tenant: &Tenant, input: &Input, existing: usize) -> String {

@@ -94,6 +94,7 @@ pub async fn run(
                 plan.skip += 1;
                 skips.push(reason.to_string());
             }
+            (Decision::Wait { .. }, _) => plan.unknown += 1,
             (Decision::Superseded, _) => {
                 plan.skip += 1;
                 skips.push(SUPERSEDED.to_string());

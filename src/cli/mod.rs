@@ -109,6 +109,21 @@ pub struct DemoArgs {
     /// No progress output.
     #[arg(long, short)]
     pub quiet: bool,
+    /// The tenant compares userNames case-sensitively (uniqueness and filter), as some do.
+    #[arg(long)]
+    pub case_sensitive: bool,
+    /// The tenant refuses this PATCH form with 400 (the tool switches to the other).
+    #[arg(long, value_enum, value_name = "FORM")]
+    pub refuse_patch_form: Option<PatchFormArg>,
+}
+
+/// A PatchOp form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PatchFormArg {
+    /// `{"op":"replace","path":"active","value":false}`.
+    Path,
+    /// `{"op":"replace","value":{"active":false}}`.
+    Value,
 }
 
 const PROVISION_EXAMPLES: &str = "\
@@ -177,6 +192,10 @@ pub struct ProvisionArgs {
     /// Deadline of each bulk cycle, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 120)]
     pub cycle_seconds: u64,
+    /// Keep the memory of the tenant (ids, fingerprints of the managed attributes, times) in
+    /// this JSON file across runs; without it the tenant is listed at the start of each run.
+    #[arg(long, value_name = "FILE")]
+    pub ledger: Option<PathBuf>,
 }
 
 const VALIDATE_EXAMPLES: &str = "\

@@ -12,6 +12,7 @@ use super::runner::{self, RunSettings};
 use super::summary::RunSummary;
 use super::{dry_run, read_file, write_report, ProvisionArgs, UpdateMethodArg, UsageError};
 use crate::engine::{Engine, EngineConfig, UpdateMethod};
+use crate::ledger::memory::MemoryLedger;
 use crate::retry::RetryPolicy;
 use crate::scim::credentials::CredentialSource;
 use crate::scim::discovery::ProviderLimits;
@@ -32,9 +33,19 @@ pub async fn run(args: ProvisionArgs) -> Result<ExitCode, UsageError> {
     let credentials = credential_source(&options).await?;
     let name = args.csv.display().to_string();
     let data = read_file(&args.csv)?;
-    let input = Input::read(&data, &name).map_err(|e| UsageError(format!("{name}: {e}")))?;
+    let mut input = Input::read(&data, &name).map_err(|e| UsageError(format!("{name}: {e}")))?;
+    // The file's time orders its operations against those of other files (with --ledger).
+    if let Some(written) = modified_millis(&args.csv) {
+        for op in &mut input.operations {
+            op.source_time = Some(written);
+        }
+    }
     let cycle = cycle_length(args.cycle_seconds)?;
-    let engine = engine(&args, cycle, credentials)?;
+    let ledger = Arc::new(match &args.ledger {
+        Some(path) => MemoryLedger::open(path).map_err(|e| UsageError(e.to_string()))?,
+        None => MemoryLedger::new(),
+    });
+    let engine = engine(&args, cycle, credentials)?.with_ledger(ledger.clone());
     let limits = preflight(&engine).await?;
     if args.dry_run {
         return dry_run::run(&engine, &input, limits, &args).await;
@@ -59,6 +70,7 @@ pub async fn run(args: ProvisionArgs) -> Result<ExitCode, UsageError> {
         Err(stopped) => (*stopped.drained, Some(stopped.error.to_string())),
     };
 
+    ledger.save().map_err(|e| UsageError(e.to_string()))?;
     let summary = RunSummary::of(&input, &drained, started.elapsed()).with_stop(stopped.as_deref());
     let mut report = input.report_lines();
     report.extend(drained.report);
@@ -92,6 +104,13 @@ pub async fn run(args: ProvisionArgs) -> Result<ExitCode, UsageError> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// When a file was last written, in ms since the Unix epoch.
+fn modified_millis(path: &std::path::Path) -> Option<u64> {
+    let modified = std::fs::metadata(path).ok()?.modified().ok()?;
+    let since = modified.duration_since(std::time::UNIX_EPOCH).ok()?;
+    u64::try_from(since.as_millis()).ok()
 }
 
 /// The cycle deadline, which must leave room for a request (the engine's admission minimum).

@@ -32,6 +32,12 @@ pub enum Decision {
     },
     /// A newer operation for this user was applied: this one is skipped.
     Superseded,
+    /// An older operation for this user may still be writing (its claim holds the user):
+    /// this one waits, so that it lands after it.
+    Wait {
+        /// How long the older one may hold the user at most.
+        delay: std::time::Duration,
+    },
 }
 
 /// Why an inactive user not in the tenant is not sent.

@@ -54,12 +54,15 @@ impl Cycle<'_> {
             .iter()
             .map(|&k| (k, decide(&ops[k], entries.get(&ops[k].user.key()), rules)))
             .collect();
-        if let Err(reason) = self.claim(ops, &entries, &mut plan).await {
-            for &k in &live {
-                outcomes[k] = Some(self.retry(&ops[k], None, &reason, None));
+        let claims = match self.claim(ops, &entries, &mut plan).await {
+            Ok(claims) => claims,
+            Err(reason) => {
+                for &k in &live {
+                    outcomes[k] = Some(self.retry(&ops[k], None, &reason, None));
+                }
+                return self.finish(ops, outcomes);
             }
-            return self.finish(ops, outcomes);
-        }
+        };
 
         let mut confirmed = Vec::new();
         let (mut creates, mut finds, mut fetches, mut writes) =
@@ -77,6 +80,12 @@ impl Cycle<'_> {
                 }),
                 Decision::Skip(reason) => outcomes[k] = Some(skipped(reason)),
                 Decision::Superseded => outcomes[k] = Some(skipped(SUPERSEDED)),
+                Decision::Wait { delay } => {
+                    outcomes[k] = Some(Outcome::Deferred {
+                        reason: "an older operation for this user may still be writing: this one waits for it".into(),
+                        delay: delay.max(std::time::Duration::from_secs(1)),
+                    })
+                }
                 Decision::Unchanged { id } => {
                     // Known to the ledger, but not as managed yet: it is now.
                     if entries.get(&ops[k].user.key()).is_some_and(|e| !e.managed) {
@@ -227,6 +236,7 @@ impl Cycle<'_> {
         }
 
         self.confirm(&confirmed).await;
+        self.release(&claims).await;
         self.finish(ops, outcomes)
     }
 

@@ -5,17 +5,24 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::cycle::Cycle;
 use super::decide::Decision;
 use super::Engine;
-use crate::ledger::{Confirmed, Ledger, TenantMeta, UserEntry};
+use crate::ledger::{Claim, Confirmed, Ledger, Refusal, TenantMeta, UserEntry};
 use crate::mask::mask_email;
 use crate::operation::{unix_now, Operation};
 use crate::scim::managed::Managed;
 use crate::scim::request::SubResult;
 use crate::user::user_name_key;
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 
 /// Pages a listing reads at most (a server that never ends its pages must not hold a cycle).
 const MAX_PAGES: u64 = 100_000;
@@ -276,47 +283,76 @@ impl Cycle<'_> {
         ledger.get(tenant, &keys).await.map_err(|e| e.to_string())
     }
 
-    /// Claims the users of the operations that will act, in source-time order: an operation
-    /// whose claim loses to a newer one becomes [`Decision::Superseded`].
+    /// Claims the users of the operations that will act, in source-time order, holding them
+    /// until the cycle's deadline: an operation whose claim loses to a newer one becomes
+    /// [`Decision::Superseded`]; one that finds an older operation still holding its user
+    /// becomes [`Decision::Wait`]. Returns the claims granted (to release at the end).
     pub(super) async fn claim(
         &self,
         ops: &[Operation],
         entries: &HashMap<String, UserEntry>,
         plan: &mut [(usize, Decision)],
-    ) -> Result<(), String> {
+    ) -> Result<Vec<Claim>, String> {
         let (Some(ledger), Some(tenant)) = (&self.engine.ledger, &self.tenant) else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let mut claims = Vec::new();
         for (k, decision) in plan.iter() {
-            if matches!(decision, Decision::Skip(_) | Decision::Superseded) {
-                continue;
-            }
+            let writes = match decision {
+                Decision::Skip(_) | Decision::Superseded | Decision::Wait { .. } => continue,
+                Decision::Unchanged { .. } => false,
+                _ => true,
+            };
             let op = &ops[*k];
             let Some(at) = op.source_time else {
                 continue;
             };
             let key = op.user.key();
             let applied = entries.get(&key).and_then(|e| e.applied_at);
-            if applied.is_none_or(|applied| applied < at) {
-                claims.push((key, at));
+            // A write holds its user (even against its own earlier attempt's claim); a user
+            // left unchanged only records that this newer source saw it.
+            if writes || applied.is_none_or(|applied| applied < at) {
+                claims.push(Claim { key, at });
             }
         }
         if claims.is_empty() {
-            return Ok(());
+            return Ok(claims);
         }
-        let lost: HashSet<String> = ledger
-            .claim(tenant, &claims)
+        let now = now_millis();
+        let hold = self.deadline.saturating_duration_since(Instant::now());
+        let hold_until = now + u64::try_from(hold.as_millis()).unwrap_or(u64::MAX / 2);
+        let refused: HashMap<String, Refusal> = ledger
+            .claim(tenant, &claims, now, hold_until)
             .await
             .map_err(|e| e.to_string())?
             .into_iter()
             .collect();
         for (k, decision) in plan.iter_mut() {
-            if lost.contains(&ops[*k].user.key()) {
-                *decision = Decision::Superseded;
+            match refused.get(&ops[*k].user.key()) {
+                Some(Refusal::Superseded) => *decision = Decision::Superseded,
+                Some(Refusal::Busy { until }) => {
+                    *decision = Decision::Wait {
+                        delay: Duration::from_millis(until.saturating_sub(now)),
+                    }
+                }
+                None => {}
             }
         }
-        Ok(())
+        claims.retain(|c| !refused.contains_key(&c.key));
+        Ok(claims)
+    }
+
+    /// Ends the holds of this cycle's claims.
+    pub(super) async fn release(&self, claims: &[Claim]) {
+        let (Some(ledger), Some(tenant)) = (&self.engine.ledger, &self.tenant) else {
+            return;
+        };
+        if claims.is_empty() {
+            return;
+        }
+        if let Err(error) = ledger.release(tenant, claims).await {
+            tracing::warn!(%error, "the ledger's holds were not released: they end at the deadline");
+        }
     }
 
     /// Records what the tenant now holds. A failure is logged, not fatal: the writes happened,

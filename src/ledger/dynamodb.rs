@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, TransactWriteItem, Update};
 use futures_util::future::BoxFuture;
 
-use super::{Confirmed, Ledger, LedgerError, TenantMeta, UserEntry};
+use super::{Claim, Confirmed, Ledger, LedgerError, Refusal, TenantMeta, UserEntry};
 
 /// Keys per BatchGetItem call (the service's limit).
 const GET_BATCH: usize = 100;
@@ -221,6 +221,7 @@ fn entry(item: &Item) -> Option<UserEntry> {
         active: boolean(item, "active"),
         managed: boolean(item, "managed").unwrap_or(false),
         applied_at: number(item, "applied_at"),
+        held_until: number(item, "held_until"),
     })
 }
 
@@ -250,22 +251,73 @@ impl Ledger for DynamoLedger {
     fn claim<'a>(
         &'a self,
         tenant: &'a str,
-        claims: &'a [(String, u64)],
-    ) -> BoxFuture<'a, Result<Vec<String>, LedgerError>> {
+        claims: &'a [Claim],
+        now: u64,
+        hold_until: u64,
+    ) -> BoxFuture<'a, Result<Vec<(String, Refusal)>, LedgerError>> {
         Box::pin(async move {
             let mut updates = Vec::with_capacity(claims.len());
-            for (key, at) in claims {
+            for claim in claims {
                 let update = self
-                    .update(Self::user_key(tenant, key))
-                    .update_expression("SET applied_at = :at")
-                    .condition_expression("attribute_not_exists(applied_at) OR applied_at <= :at")
-                    .expression_attribute_values(":at", n(*at))
+                    .update(Self::user_key(tenant, &claim.key))
+                    .update_expression("SET applied_at = :at, held_until = :hold")
+                    .condition_expression(
+                        "attribute_not_exists(applied_at) OR applied_at = :at OR \
+                         (applied_at < :at AND (attribute_not_exists(held_until) OR held_until <= :now))",
+                    )
+                    .expression_attribute_values(":at", n(claim.at))
+                    .expression_attribute_values(":hold", n(hold_until))
+                    .expression_attribute_values(":now", n(now))
                     .build()
                     .map_err(|e| self.error("written", e.to_string()))?;
                 updates.push(update);
             }
             let lost = self.transact(updates).await?;
-            Ok(lost.into_iter().map(|i| claims[i].0.clone()).collect())
+            if lost.is_empty() {
+                return Ok(Vec::new());
+            }
+            // Why each lost: a newer time, or an older claim still holding the user.
+            let keys: Vec<String> = lost.iter().map(|&i| claims[i].key.clone()).collect();
+            let found = self.get(tenant, &keys).await?;
+            Ok(lost
+                .into_iter()
+                .map(|i| {
+                    let claim = &claims[i];
+                    let entry = found.get(&claim.key);
+                    let newer = entry
+                        .and_then(|e| e.applied_at)
+                        .is_some_and(|a| a > claim.at);
+                    let refusal = if newer {
+                        Refusal::Superseded
+                    } else {
+                        let until = entry.and_then(|e| e.held_until).unwrap_or(now);
+                        Refusal::Busy { until }
+                    };
+                    (claim.key.clone(), refusal)
+                })
+                .collect())
+        })
+    }
+
+    fn release<'a>(
+        &'a self,
+        tenant: &'a str,
+        claims: &'a [Claim],
+    ) -> BoxFuture<'a, Result<(), LedgerError>> {
+        Box::pin(async move {
+            let mut updates = Vec::with_capacity(claims.len());
+            for claim in claims {
+                let update = self
+                    .update(Self::user_key(tenant, &claim.key))
+                    .update_expression("REMOVE held_until")
+                    .condition_expression("applied_at = :at")
+                    .expression_attribute_values(":at", n(claim.at))
+                    .build()
+                    .map_err(|e| self.error("written", e.to_string()))?;
+                updates.push(update);
+            }
+            // A claim taken over since is not this one's to release: its condition fails.
+            self.transact(updates).await.map(|_| ())
         })
     }
 

@@ -8,7 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 use futures_util::future::{self, BoxFuture};
 use serde::{Deserialize, Serialize};
 
-use super::{Confirmed, Ledger, LedgerError, TenantMeta, UserEntry};
+use super::{Claim, Confirmed, Ledger, LedgerError, Refusal, TenantMeta, UserEntry};
 
 /// One tenant's entries, as kept in memory and in the file.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -37,6 +37,8 @@ struct StoredUser {
     managed: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     applied_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    held_until: Option<u64>,
 }
 
 impl StoredUser {
@@ -50,6 +52,7 @@ impl StoredUser {
             active: self.active,
             managed: self.managed,
             applied_at: self.applied_at,
+            held_until: self.held_until,
         }
     }
 }
@@ -128,19 +131,47 @@ impl Ledger for MemoryLedger {
     fn claim<'a>(
         &'a self,
         tenant: &'a str,
-        claims: &'a [(String, u64)],
-    ) -> BoxFuture<'a, Result<Vec<String>, LedgerError>> {
+        claims: &'a [Claim],
+        now: u64,
+        hold_until: u64,
+    ) -> BoxFuture<'a, Result<Vec<(String, Refusal)>, LedgerError>> {
         let mut tenants = self.lock();
         let state = tenants.entry(tenant.to_string()).or_default();
-        let mut lost = Vec::new();
-        for (key, at) in claims {
-            let user = state.users.entry(key.clone()).or_default();
-            match user.applied_at {
-                Some(applied) if applied > *at => lost.push(key.clone()),
-                _ => user.applied_at = Some(*at),
+        let mut refused = Vec::new();
+        for claim in claims {
+            let user = state.users.entry(claim.key.clone()).or_default();
+            match (user.applied_at, user.held_until) {
+                (Some(applied), _) if applied > claim.at => {
+                    refused.push((claim.key.clone(), Refusal::Superseded))
+                }
+                (Some(applied), Some(until)) if applied != claim.at && until > now => {
+                    refused.push((claim.key.clone(), Refusal::Busy { until }))
+                }
+                _ => {
+                    user.applied_at = Some(claim.at);
+                    user.held_until = Some(hold_until);
+                }
             }
         }
-        Box::pin(future::ready(Ok(lost)))
+        Box::pin(future::ready(Ok(refused)))
+    }
+
+    fn release<'a>(
+        &'a self,
+        tenant: &'a str,
+        claims: &'a [Claim],
+    ) -> BoxFuture<'a, Result<(), LedgerError>> {
+        let mut tenants = self.lock();
+        if let Some(state) = tenants.get_mut(tenant) {
+            for claim in claims {
+                if let Some(user) = state.users.get_mut(&claim.key) {
+                    if user.applied_at == Some(claim.at) {
+                        user.held_until = None;
+                    }
+                }
+            }
+        }
+        Box::pin(future::ready(Ok(())))
     }
 
     fn confirm<'a>(
@@ -174,6 +205,7 @@ impl Ledger for MemoryLedger {
                 if let Some(user) = state.users.get_mut(key) {
                     *user = StoredUser {
                         applied_at: user.applied_at,
+                        held_until: user.held_until,
                         ..StoredUser::default()
                     };
                 }

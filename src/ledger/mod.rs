@@ -34,6 +34,31 @@ pub struct UserEntry {
     pub managed: bool,
     /// Source time (ms since the Unix epoch) of the newest operation applied or claimed.
     pub applied_at: Option<u64>,
+    /// Until when (ms since the Unix epoch) that operation holds the user, its write possibly
+    /// in flight; None once released.
+    pub held_until: Option<u64>,
+}
+
+/// A claim: this user, for an operation of this source time (ms since the Unix epoch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The userName folded.
+    pub key: String,
+    /// The operation's source time.
+    pub at: u64,
+}
+
+/// Why a claim was not granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Refusal {
+    /// An operation with a newer source time was applied or claimed: this one is stale.
+    Superseded,
+    /// An older operation holds the user until this time (ms since the Unix epoch): its write
+    /// may still be in flight, and this one must not overtake it.
+    Busy {
+        /// When its hold ends at the latest.
+        until: u64,
+    },
 }
 
 /// What the ledger knows of the tenant as a whole.
@@ -87,14 +112,25 @@ pub trait Ledger: Send + Sync {
         keys: &'a [String],
     ) -> BoxFuture<'a, Result<HashMap<String, UserEntry>, LedgerError>>;
 
-    /// Claims each user for an operation of source time `at`, atomically per user: a claim
-    /// succeeds if no newer operation was applied or claimed. Returns the keys whose claim
-    /// lost (superseded by newer data).
+    /// Claims each user for its operation, atomically per user, holding it until `hold_until`
+    /// (ms since the Unix epoch; the clock reads `now`). A claim is granted when no newer
+    /// operation was applied or claimed and no older one holds the user (a claim of the same
+    /// time is the same operation again and is granted). Returns the claims refused, and why.
     fn claim<'a>(
         &'a self,
         tenant: &'a str,
-        claims: &'a [(String, u64)],
-    ) -> BoxFuture<'a, Result<Vec<String>, LedgerError>>;
+        claims: &'a [Claim],
+        now: u64,
+        hold_until: u64,
+    ) -> BoxFuture<'a, Result<Vec<(String, Refusal)>, LedgerError>>;
+
+    /// Ends the holds of these claims (their writes are done or given up), where the claim is
+    /// still theirs.
+    fn release<'a>(
+        &'a self,
+        tenant: &'a str,
+        claims: &'a [Claim],
+    ) -> BoxFuture<'a, Result<(), LedgerError>>;
 
     /// Records users as the tenant now holds them; `managed` marks them as provisioned by
     /// this deployment (a listing passes false, which leaves an earlier true as it is).

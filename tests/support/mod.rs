@@ -338,7 +338,11 @@ fn case_exact_schemas(dir: &Path) -> PathBuf {
         ])
         .output()
         .expect("python of the venv");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut schemas: Value = serde_json::from_slice(&out.stdout).expect("scim2-server's schemas");
     let user = schemas
         .as_array_mut()
