@@ -535,7 +535,10 @@ async fn bad_values_are_reported_and_odd_user_names_round_trip() {
     let stats = t.stats();
     let again = provision(&t, &csv).await;
     assert_eq!(again.code, 1, "{again:#?}");
-    assert!(again.out.contains(&summary_row("unchanged", 4)), "{again:#?}");
+    assert!(
+        again.out.contains(&summary_row("unchanged", 4)),
+        "{again:#?}"
+    );
     assert_eq!(t.stats().updated, stats.updated, "nothing written again");
     for name in &odd[..4] {
         assert_eq!(count(&t, name), 1, "{name}");

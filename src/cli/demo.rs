@@ -18,10 +18,10 @@ use super::summary::{thousands, RunSummary};
 use super::verify::{verify, Verification};
 use super::{read_file, write_report, DemoArgs, PatchFormArg, UsageError};
 use crate::engine::{Engine, EngineConfig};
+use crate::ledger::memory::MemoryLedger;
 use crate::scim::credentials::{Auth, Credentials, Secret, StaticCredentials};
 use crate::scim::http::Timeouts;
 use crate::sources::CsvSource;
-use crate::ledger::memory::MemoryLedger;
 use crate::tenant::{FaultProfile, PatchForm, Quirks, Tenant, TenantConfig, TenantStats};
 
 /// The sample HR export, built into the binary so the demo runs from any directory.

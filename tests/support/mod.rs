@@ -495,12 +495,18 @@ pub fn bulk_create(user_names: &[&str]) -> Value {
 
 /// Creates a user directly (not through the code under test); panics unless 201.
 pub async fn create_user(base_url: &str, token: &str, user_name: &str) -> Value {
+    post_user(base_url, token, &scim_user(user_name)).await
+}
+
+/// POSTs a User resource straight to the server (asserting 201); the created resource.
+#[allow(dead_code)] // not every test file seeds users this way
+pub async fn post_user(base_url: &str, token: &str, user: &Value) -> Value {
     let url = format!("{}/Users", base_url.trim_end_matches('/'));
     let response = http_client()
         .post(&url)
         .bearer_auth(token)
         .header("content-type", "application/scim+json")
-        .body(scim_user(user_name).to_string())
+        .body(user.to_string())
         .send()
         .await
         .unwrap_or_else(|e| panic!("POST {url}: {e}"));
