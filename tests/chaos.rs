@@ -592,7 +592,11 @@ async fn chaos_run_provisions_everyone_exactly_once_or_reports_why() {
     .to_string();
     let stack = start_stack(&secret).await;
     let queues = create_queues(&stack.sdk, "chaos-work", MAX_RECEIVES).await;
+    // With the ledger, as the template deploys it: crashes between a write and its record in
+    // the ledger must not make anyone skipped or created twice.
+    support::aws::create_ledger_table(&stack.sdk, "chaos-ledger").await;
     let state = stack.state(&[
+        ("LEDGER_TABLE", "chaos-ledger"),
         ("WORK_QUEUE_URL", queues.url.as_str()),
         // As the template sets it: without it, reports of SQS sources (poison) are only logged.
         ("REPORT_BUCKET", BUCKET),

@@ -154,14 +154,30 @@ async fn conformance(ledger: Arc<dyn Ledger>) {
         .await
         .unwrap()
         .is_empty());
-    // Releasing someone else's claim does nothing.
-    ledger.release(TENANT, &[claim(&held, 99)]).await.unwrap();
+    // Settling someone else's claim does nothing, not even record its confirmation.
+    let other = (claim(&held, 99), Some(confirmed(&held, "id-other")));
+    ledger.settle(TENANT, &[other]).await.unwrap();
+    let entry = &ledger
+        .get(TENANT, std::slice::from_ref(&held))
+        .await
+        .unwrap()[&held];
+    assert_eq!(entry.id, None);
     let still = ledger
         .claim(TENANT, &[claim(&held, 200)], 2_000, 9_000)
         .await
         .unwrap();
     assert_eq!(still, [(held.clone(), Refusal::Busy { until: 6_000 })]);
-    ledger.release(TENANT, &[claim(&held, 100)]).await.unwrap();
+    // Settling its own claim records the user as managed and ends the hold.
+    let own = (claim(&held, 100), Some(confirmed(&held, "id-held")));
+    ledger.settle(TENANT, &[own]).await.unwrap();
+    let entry = &ledger
+        .get(TENANT, std::slice::from_ref(&held))
+        .await
+        .unwrap()[&held];
+    assert_eq!(
+        (entry.id.as_deref(), entry.managed, entry.held_until),
+        (Some("id-held"), true, None)
+    );
     assert!(ledger
         .claim(TENANT, &[claim(&held, 200)], 2_000, 9_000)
         .await

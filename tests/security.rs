@@ -382,9 +382,10 @@ async fn a_redirect_is_not_followed_with_credentials() {
     // The first request past the preflight (the listing of the tenant, or a Bulk request)
     // was answered with the redirect.
     assert!(
-        seen.iter().any(|(m, p, a)| (m == "POST" && p.ends_with("/Bulk")
-            || m == "GET" && p.ends_with("/Users"))
-            && a.as_deref() == Some(&format!("Bearer {REDIRECT_BEARER}"))),
+        seen.iter()
+            .any(|(m, p, a)| (m == "POST" && p.ends_with("/Bulk")
+                || m == "GET" && p.ends_with("/Users"))
+                && a.as_deref() == Some(&format!("Bearer {REDIRECT_BEARER}"))),
         "the configured host got no authenticated request past its preflight: {seen:?}"
     );
     let target = target_seen.lock().unwrap().clone();

@@ -80,9 +80,19 @@ pub fn decide(op: &Operation, entry: Option<&UserEntry>, rules: Rules) -> Decisi
             }
         }
         None if user.active || rules.create_inactive => Decision::Create,
+        // Looked up already for this source (a rerun of the same file): still nobody.
+        None if entry.is_some_and(|e| looked_up_for(e, op)) => {
+            Decision::Skip(NOTHING_TO_DEACTIVATE)
+        }
         None if rules.filter_supported => Decision::Find,
         None => Decision::Skip(NOTHING_TO_DEACTIVATE),
     }
+}
+
+/// Whether an operation of this source time already went through the user's entry (which
+/// has no id: the tenant had no such user then).
+fn looked_up_for(entry: &UserEntry, op: &Operation) -> bool {
+    matches!((entry.applied_at, op.source_time), (Some(applied), Some(at)) if applied >= at)
 }
 
 #[cfg(test)]

@@ -235,8 +235,7 @@ impl Cycle<'_> {
             });
         }
 
-        self.confirm(&confirmed).await;
-        self.release(&claims).await;
+        self.settle(claims, confirmed).await;
         self.finish(ops, outcomes)
     }
 

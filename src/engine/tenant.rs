@@ -342,30 +342,32 @@ impl Cycle<'_> {
         Ok(claims)
     }
 
-    /// Ends the holds of this cycle's claims.
-    pub(super) async fn release(&self, claims: &[Claim]) {
+    /// Records what the tenant now holds and ends this cycle's holds: the users it claimed
+    /// are settled with their claims (recorded only where the claim is still theirs), the
+    /// others recorded outright. A failure is logged, not fatal: the writes happened, and the
+    /// next run compares with the tenant again.
+    pub(super) async fn settle(&self, claims: Vec<Claim>, confirmed: Vec<Confirmed>) {
         let (Some(ledger), Some(tenant)) = (&self.engine.ledger, &self.tenant) else {
             return;
         };
-        if claims.is_empty() {
-            return;
-        }
-        if let Err(error) = ledger.release(tenant, claims).await {
-            tracing::warn!(%error, "the ledger's holds were not released: they end at the deadline");
-        }
-    }
-
-    /// Records what the tenant now holds. A failure is logged, not fatal: the writes happened,
-    /// and the next run compares with the tenant again.
-    pub(super) async fn confirm(&self, confirmed: &[Confirmed]) {
-        let (Some(ledger), Some(tenant)) = (&self.engine.ledger, &self.tenant) else {
-            return;
+        let mut by_key: HashMap<String, Confirmed> =
+            confirmed.into_iter().map(|c| (c.key.clone(), c)).collect();
+        let settled: Vec<(Claim, Option<Confirmed>)> = claims
+            .into_iter()
+            .map(|claim| {
+                let confirmed = by_key.remove(&claim.key);
+                (claim, confirmed)
+            })
+            .collect();
+        let unclaimed: Vec<Confirmed> = by_key.into_values().collect();
+        let (users, holds) = (unclaimed.len() + settled.len(), settled.len());
+        let result = match ledger.settle(tenant, &settled).await {
+            Ok(()) if unclaimed.is_empty() => Ok(()),
+            Ok(()) => ledger.confirm(tenant, &unclaimed, true).await,
+            Err(error) => Err(error),
         };
-        if confirmed.is_empty() {
-            return;
-        }
-        if let Err(error) = ledger.confirm(tenant, confirmed, true).await {
-            tracing::warn!(%error, users = confirmed.len(), "the ledger was not updated after the writes");
+        if let Err(error) = result {
+            tracing::warn!(%error, users, holds, "the ledger was not updated after the writes (holds end at the deadline)");
         }
     }
 

@@ -292,6 +292,15 @@ pub async fn handle(
     event: Value,
     invocation: &Invocation,
 ) -> Result<Value, HandlerError> {
+    handle_counted(state, event, invocation).await.0
+}
+
+/// [`handle`], with the invocation's counts (the summary it logs).
+pub async fn handle_counted(
+    state: &State,
+    event: Value,
+    invocation: &Invocation,
+) -> (Result<Value, HandlerError>, Summary) {
     let span = tracing::info_span!("invocation", request_id = %invocation.request_id);
     async move {
         let deadline = invocation
@@ -317,7 +326,7 @@ pub async fn handle(
             }
         };
         log_summary(kind, &summary, &result);
-        result
+        (result, summary)
     }
     .instrument(span)
     .await

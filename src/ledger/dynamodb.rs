@@ -1,22 +1,24 @@
 //! The ledger in a DynamoDB table (`LEDGER_TABLE`): partition key `pk` = `tenant#<tenant id>`,
 //! sort key `sk` = `user#<folded userName>` for users and `meta` for the tenant. Reads are
-//! batched (BatchGetItem, 100 keys a call); writes go through TransactWriteItems (100 updates a
-//! call), whose per-item conditions make claims atomic: of two invocations claiming one user
+//! batched (BatchGetItem, 100 keys a call); each user's write is one conditional UpdateItem
+//! (many in flight), whose condition makes claims atomic: of two invocations claiming one user
 //! with different source times, the newer wins whatever the order.
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Update};
 use futures_util::future::BoxFuture;
+use futures_util::stream::{self, StreamExt};
 
 use super::{Claim, Confirmed, Ledger, LedgerError, Refusal, TenantMeta, UserEntry};
 
 /// Keys per BatchGetItem call (the service's limit).
 const GET_BATCH: usize = 100;
-/// Actions per TransactWriteItems call (the service's limit).
-const WRITE_BATCH: usize = 100;
-/// Rounds of unprocessed keys or conflicting transactions tried again before giving up.
+/// Updates in flight at once. Conditional updates cannot be batched but by TransactWriteItems,
+/// which bills twice, fails whole on one item's condition and (on moto) copies the table per
+/// item; one UpdateItem per user, many at a time, has none of these costs.
+const WRITES_IN_FLIGHT: usize = 32;
+/// Rounds of unprocessed keys tried again before giving up.
 const ROUNDS: usize = 8;
 
 type Item = HashMap<String, AttributeValue>;
@@ -94,59 +96,20 @@ impl DynamoLedger {
         }
     }
 
-    /// Runs the updates in transactions of at most 100; returns the indices (into `updates`)
-    /// whose condition failed. A transaction cancelled for another item's condition or a
-    /// conflict is sent again without the items that failed.
-    async fn transact(&self, updates: Vec<Update>) -> Result<Vec<usize>, LedgerError> {
+    /// Runs the updates, [`WRITES_IN_FLIGHT`] at a time; returns the indices (into `updates`)
+    /// whose condition failed. Each user's update stands alone: no update waits for, or fails
+    /// with, another user's.
+    async fn update_each(&self, updates: Vec<Update>) -> Result<Vec<usize>, LedgerError> {
+        let results: Vec<(usize, Result<bool, LedgerError>)> =
+            stream::iter(updates.into_iter().enumerate())
+                .map(|(index, update)| async move { (index, self.update_one(update).await) })
+                .buffer_unordered(WRITES_IN_FLIGHT)
+                .collect()
+                .await;
         let mut failed = Vec::new();
-        let indexed: Vec<(usize, Update)> = updates.into_iter().enumerate().collect();
-        for chunk in indexed.chunks(WRITE_BATCH) {
-            let mut pending: Vec<(usize, Update)> = chunk.to_vec();
-            let mut rounds = 0;
-            while !pending.is_empty() {
-                rounds += 1;
-                if rounds > ROUNDS {
-                    return Err(self.error("written", "transactions kept conflicting".into()));
-                }
-                let items = pending
-                    .iter()
-                    .map(|(_, u)| TransactWriteItem::builder().update(u.clone()).build())
-                    .collect();
-                let sent = self
-                    .client
-                    .transact_write_items()
-                    .set_transact_items(Some(items))
-                    .send()
-                    .await;
-                let error = match sent {
-                    Ok(_) => break,
-                    Err(error) => error,
-                };
-                let reasons: Vec<Option<String>> = match error.as_service_error() {
-                    Some(TransactWriteItemsError::TransactionCanceledException(e)) => e
-                        .cancellation_reasons()
-                        .iter()
-                        .map(|r| r.code().map(str::to_string))
-                        .collect(),
-                    _ => return Err(self.error("written", crate::aws::error_text(&error))),
-                };
-                if reasons.len() != pending.len() {
-                    // No per-item reasons: try each item alone to tell them apart.
-                    for (index, update) in std::mem::take(&mut pending) {
-                        if !self.update_one(update).await? {
-                            failed.push(index);
-                        }
-                    }
-                    break;
-                }
-                let mut retry = Vec::new();
-                for ((index, update), reason) in pending.into_iter().zip(reasons) {
-                    match reason.as_deref() {
-                        Some("ConditionalCheckFailed") => failed.push(index),
-                        _ => retry.push((index, update)),
-                    }
-                }
-                pending = retry;
+        for (index, result) in results {
+            if !result? {
+                failed.push(index);
             }
         }
         failed.sort_unstable();
@@ -173,6 +136,65 @@ impl DynamoLedger {
             }
             Err(e) => Err(self.error("written", crate::aws::error_text(&e))),
         }
+    }
+
+    /// The update recording `confirmed` (if any) for `key`; with `claim`, it also ends the
+    /// claim's hold, on condition that the claim is still the user's.
+    fn record(
+        &self,
+        tenant: &str,
+        key: &str,
+        confirmed: Option<&Confirmed>,
+        managed: bool,
+        claim: Option<&Claim>,
+    ) -> Result<Update, LedgerError> {
+        let mut builder = self.update(Self::user_key(tenant, key));
+        let mut set = Vec::new();
+        let mut remove = Vec::new();
+        if let Some(c) = confirmed {
+            set.extend([
+                "#id = :id",
+                "user_name = :user_name",
+                "fingerprint = :fingerprint",
+                "active = :active",
+            ]);
+            set.push(if managed {
+                "managed = :managed"
+            } else {
+                "managed = if_not_exists(managed, :managed)"
+            });
+            builder = builder
+                .expression_attribute_names("#id", "id")
+                .expression_attribute_values(":id", s(&c.id))
+                .expression_attribute_values(":user_name", s(&c.user_name))
+                .expression_attribute_values(":fingerprint", s(&c.fingerprint))
+                .expression_attribute_values(":active", AttributeValue::Bool(c.active))
+                .expression_attribute_values(":managed", AttributeValue::Bool(managed));
+            match &c.external_id {
+                Some(external_id) => {
+                    set.push("external_id = :external_id");
+                    builder = builder.expression_attribute_values(":external_id", s(external_id));
+                }
+                None => remove.push("external_id"),
+            }
+        }
+        if let Some(claim) = claim {
+            remove.push("held_until");
+            builder = builder
+                .condition_expression("applied_at = :at")
+                .expression_attribute_values(":at", n(claim.at));
+        }
+        let mut expression = String::new();
+        if !set.is_empty() {
+            expression = format!("SET {}", set.join(", "));
+        }
+        if !remove.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
+        }
+        builder
+            .update_expression(expression.trim())
+            .build()
+            .map_err(|e| self.error("written", e.to_string()))
     }
 
     fn update(&self, key: Item) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {
@@ -272,7 +294,7 @@ impl Ledger for DynamoLedger {
                     .map_err(|e| self.error("written", e.to_string()))?;
                 updates.push(update);
             }
-            let lost = self.transact(updates).await?;
+            let lost = self.update_each(updates).await?;
             if lost.is_empty() {
                 return Ok(Vec::new());
             }
@@ -299,25 +321,24 @@ impl Ledger for DynamoLedger {
         })
     }
 
-    fn release<'a>(
+    fn settle<'a>(
         &'a self,
         tenant: &'a str,
-        claims: &'a [Claim],
+        settled: &'a [(Claim, Option<Confirmed>)],
     ) -> BoxFuture<'a, Result<(), LedgerError>> {
         Box::pin(async move {
-            let mut updates = Vec::with_capacity(claims.len());
-            for claim in claims {
-                let update = self
-                    .update(Self::user_key(tenant, &claim.key))
-                    .update_expression("REMOVE held_until")
-                    .condition_expression("applied_at = :at")
-                    .expression_attribute_values(":at", n(claim.at))
-                    .build()
-                    .map_err(|e| self.error("written", e.to_string()))?;
-                updates.push(update);
+            let mut updates = Vec::with_capacity(settled.len());
+            for (claim, confirmed) in settled {
+                updates.push(self.record(
+                    tenant,
+                    &claim.key,
+                    confirmed.as_ref(),
+                    true,
+                    Some(claim),
+                )?);
             }
-            // A claim taken over since is not this one's to release: its condition fails.
-            self.transact(updates).await.map(|_| ())
+            // A claim taken over since is not this one's to settle: its condition fails.
+            self.update_each(updates).await.map(|_| ())
         })
     }
 
@@ -328,41 +349,12 @@ impl Ledger for DynamoLedger {
         managed: bool,
     ) -> BoxFuture<'a, Result<(), LedgerError>> {
         Box::pin(async move {
-            let managed_expression = if managed {
-                "managed = :managed"
-            } else {
-                "managed = if_not_exists(managed, :managed)"
-            };
             let mut updates = Vec::with_capacity(users.len());
             for c in users {
-                let mut set = format!(
-                    "SET #id = :id, user_name = :user_name, fingerprint = :fingerprint, \
-                     active = :active, {managed_expression}"
-                );
-                let mut builder = self
-                    .update(Self::user_key(tenant, &c.key))
-                    .expression_attribute_names("#id", "id")
-                    .expression_attribute_values(":id", s(&c.id))
-                    .expression_attribute_values(":user_name", s(&c.user_name))
-                    .expression_attribute_values(":fingerprint", s(&c.fingerprint))
-                    .expression_attribute_values(":active", AttributeValue::Bool(c.active))
-                    .expression_attribute_values(":managed", AttributeValue::Bool(managed));
-                match &c.external_id {
-                    Some(external_id) => {
-                        set.push_str(", external_id = :external_id");
-                        builder =
-                            builder.expression_attribute_values(":external_id", s(external_id));
-                    }
-                    None => set.push_str(" REMOVE external_id"),
-                }
-                let update = builder
-                    .update_expression(set)
-                    .build()
-                    .map_err(|e| self.error("written", e.to_string()))?;
-                updates.push(update);
+                updates.push(self.record(tenant, &c.key, Some(c), managed, None)?);
             }
             // No conditions: nothing can fail but the call itself.
-            self.transact(updates).await.map(|_| ())
+            self.update_each(updates).await.map(|_| ())
         })
     }
 
@@ -384,7 +376,7 @@ impl Ledger for DynamoLedger {
                     .map_err(|e| self.error("written", e.to_string()))?;
                 updates.push(update);
             }
-            self.transact(updates).await.map(|_| ())
+            self.update_each(updates).await.map(|_| ())
         })
     }
 

@@ -42,6 +42,15 @@ struct StoredUser {
 }
 
 impl StoredUser {
+    fn record(&mut self, c: &Confirmed, managed: bool) {
+        self.id = Some(c.id.clone());
+        self.user_name = Some(c.user_name.clone());
+        self.external_id = c.external_id.clone();
+        self.fingerprint = Some(c.fingerprint.clone());
+        self.active = Some(c.active);
+        self.managed |= managed;
+    }
+
     fn entry(&self, key: &str) -> UserEntry {
         UserEntry {
             key: key.to_string(),
@@ -156,19 +165,21 @@ impl Ledger for MemoryLedger {
         Box::pin(future::ready(Ok(refused)))
     }
 
-    fn release<'a>(
+    fn settle<'a>(
         &'a self,
         tenant: &'a str,
-        claims: &'a [Claim],
+        settled: &'a [(Claim, Option<Confirmed>)],
     ) -> BoxFuture<'a, Result<(), LedgerError>> {
         let mut tenants = self.lock();
-        if let Some(state) = tenants.get_mut(tenant) {
-            for claim in claims {
-                if let Some(user) = state.users.get_mut(&claim.key) {
-                    if user.applied_at == Some(claim.at) {
-                        user.held_until = None;
-                    }
-                }
+        let state = tenants.entry(tenant.to_string()).or_default();
+        for (claim, confirmed) in settled {
+            let user = state.users.entry(claim.key.clone()).or_default();
+            if user.applied_at != Some(claim.at) {
+                continue;
+            }
+            user.held_until = None;
+            if let Some(c) = confirmed {
+                user.record(c, true);
             }
         }
         Box::pin(future::ready(Ok(())))
@@ -183,13 +194,11 @@ impl Ledger for MemoryLedger {
         let mut tenants = self.lock();
         let state = tenants.entry(tenant.to_string()).or_default();
         for c in users {
-            let user = state.users.entry(c.key.clone()).or_default();
-            user.id = Some(c.id.clone());
-            user.user_name = Some(c.user_name.clone());
-            user.external_id = c.external_id.clone();
-            user.fingerprint = Some(c.fingerprint.clone());
-            user.active = Some(c.active);
-            user.managed |= managed;
+            state
+                .users
+                .entry(c.key.clone())
+                .or_default()
+                .record(c, managed);
         }
         Box::pin(future::ready(Ok(())))
     }

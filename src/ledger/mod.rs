@@ -124,12 +124,13 @@ pub trait Ledger: Send + Sync {
         hold_until: u64,
     ) -> BoxFuture<'a, Result<Vec<(String, Refusal)>, LedgerError>>;
 
-    /// Ends the holds of these claims (their writes are done or given up), where the claim is
-    /// still theirs.
-    fn release<'a>(
+    /// Ends the holds of these claims (their writes are done or given up) and records, as
+    /// managed, what the tenant now holds for those that got through — where the claim is
+    /// still theirs (a newer one took over after the hold ended: its record stands).
+    fn settle<'a>(
         &'a self,
         tenant: &'a str,
-        claims: &'a [Claim],
+        settled: &'a [(Claim, Option<Confirmed>)],
     ) -> BoxFuture<'a, Result<(), LedgerError>>;
 
     /// Records users as the tenant now holds them; `managed` marks them as provisioned by

@@ -23,6 +23,20 @@ pub async fn invoke(
     scim_bulk_provisioner::lambda::handle(state, event, &invocation).await
 }
 
+/// [`invoke`], with the invocation's counts.
+pub async fn invoke_counted(
+    state: &scim_bulk_provisioner::lambda::State,
+    event: Value,
+    request_id: &str,
+) -> (
+    Result<Value, scim_bulk_provisioner::lambda::HandlerError>,
+    scim_bulk_provisioner::pipeline::Summary,
+) {
+    let invocation =
+        scim_bulk_provisioner::lambda::Invocation::new(request_id, Duration::from_secs(60));
+    scim_bulk_provisioner::lambda::handle_counted(state, event, &invocation).await
+}
+
 /// The message ids a partial batch response (`batchItemFailures`) lists, in its order.
 pub fn batch_failures(response: &Value) -> Vec<String> {
     response["batchItemFailures"]
@@ -308,6 +322,8 @@ pub struct Pumped {
     pub errors: Vec<String>,
     /// Distinct message ids seen.
     pub messages: HashSet<String>,
+    /// The invocations' counts added up (in-process pumps only).
+    pub summary: scim_bulk_provisioner::pipeline::Summary,
 }
 
 /// Lambda's event source mapping, in the test: receive a batch, invoke, delete every message
@@ -373,16 +389,20 @@ pub async fn pump_in_process(
     limit: Duration,
 ) -> Pumped {
     let mut n = 0;
-    pump(sdk, queues, visibility, limit, |event| {
+    let counts = std::sync::Mutex::new(scim_bulk_provisioner::pipeline::Summary::default());
+    let mut pumped = pump(sdk, queues, visibility, limit, |event| {
         n += 1;
         let request_id = format!("pump-{n}");
+        let counts = &counts;
         async move {
-            invoke(state, event, &request_id)
-                .await
-                .map_err(|e| e.to_string())
+            let (result, summary) = invoke_counted(state, event, &request_id).await;
+            counts.lock().unwrap().add(&summary);
+            result.map_err(|e| e.to_string())
         }
     })
-    .await
+    .await;
+    pumped.summary = counts.into_inner().unwrap();
+    pumped
 }
 
 /// Deletes the messages of a batch except those in `keep`, as the event source mapping does

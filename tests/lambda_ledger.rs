@@ -1,0 +1,287 @@
+//! The function with its ledger (DynamoDB on moto) as AWS runs it, in process: a rerun of an
+//! unchanged file writes nothing and reads little, and an older operation never overwrites a
+//! newer one, whether they meet in one batch, in later batches or in two invocations at once.
+
+mod support;
+
+use std::time::Duration;
+
+use aws_sdk_sqs::types::MessageSystemAttributeName;
+use scim_bulk_provisioner::lambda::State;
+use scim_bulk_provisioner::pipeline::Summary;
+use serde_json::{json, Value};
+use support::aws::{
+    bearer_secret, create_ledger_table, invoke, invoke_counted, pump_in_process, put_object,
+    receive, s3_put_event, send, sqs_event, start_stack, Stack, BUCKET,
+};
+use support::faults::FaultProxy;
+use support::{list_users, post_user, start_scim2_server, ScimOptions, ScimServer};
+
+const KEY: &str = "incoming/staff.csv";
+const TABLE: &str = "ledger";
+
+/// The function's state with a ledger and reports in the upload bucket, as the template sets.
+async fn state(stack: &Stack) -> State {
+    create_ledger_table(&stack.sdk, TABLE).await;
+    stack.state(&[
+        ("LEDGER_TABLE", TABLE),
+        ("REPORT_BUCKET", BUCKET),
+        ("S3_CYCLE_MAX_OPERATIONS", "300"),
+    ])
+}
+
+/// `n` people: every 20th a leaver (every other one of them in the tenant beforehand), every
+/// 7th in the tenant beforehand under a differently-cased userName with an older title.
+fn staff(n: usize) -> (String, Vec<Value>) {
+    let mut csv = String::from("email,first_name,last_name,title,status\n");
+    let mut existing = Vec::new();
+    for i in 0..n {
+        let email = format!("person{i:05}@example.com");
+        let leaver = i % 20 == 3;
+        let status = if leaver { "leaver" } else { "active" };
+        csv.push_str(&format!(
+            "{email},Given{i},Family{i},Agent {},{status}\n",
+            i % 5
+        ));
+        if (leaver && i % 40 == 3) || (!leaver && i % 7 == 0) {
+            existing.push(json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "userName": email.to_uppercase(),
+                "name": {"givenName": format!("Given{i}"), "familyName": format!("Family{i}")},
+                "emails": [{"value": email, "type": "work", "primary": true}],
+                "title": "Old title",
+                "active": true,
+            }));
+        }
+    }
+    (csv, existing)
+}
+
+fn writes(proxy: &FaultProxy) -> Vec<String> {
+    proxy
+        .requests()
+        .iter()
+        .filter(|r| r.method != "GET")
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect()
+}
+
+/// Runs an object's invocation, then the work queue until it is empty; the counts of all.
+async fn run_to_the_end(stack: &Stack, state: &State, event: Value, id: &str) -> Summary {
+    let (first, mut counts) = invoke_counted(state, event, id).await;
+    first.expect("the object's invocation");
+    let pumped = pump_in_process(
+        &stack.sdk,
+        &stack.queues,
+        state,
+        Duration::from_secs(2),
+        Duration::from_secs(120),
+    )
+    .await;
+    assert!(pumped.errors.is_empty(), "{pumped:?}");
+    counts.add(&pumped.summary);
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_of_an_unchanged_file_writes_nothing_and_reads_little() {
+    support::aws::init_logs();
+    let scim = start_scim2_server(ScimOptions::default()).await;
+    let proxy = FaultProxy::in_front_of(&scim);
+    let stack = start_stack(&bearer_secret(&proxy.url, &scim.token)).await;
+    let state = state(&stack).await;
+    let n = 2_000;
+    let (csv, existing) = staff(n);
+    for user in &existing {
+        post_user(&scim.base_url, &scim.token, user).await;
+    }
+    put_object(&stack.sdk, BUCKET, KEY, csv).await;
+
+    let first = run_to_the_end(&stack, &state, s3_put_event(BUCKET, KEY), "first").await;
+    let provisioned = first.created + first.updated + first.deactivated;
+    let leavers = n / 20;
+    assert_eq!(first.failed, 0, "{first:?}");
+    assert_eq!(provisioned + first.skipped, n as u64, "{first:?}");
+    assert_eq!(first.deactivated, (leavers / 2) as u64, "{first:?}");
+    let users = list_users(&scim.base_url, &scim.token).await;
+    assert_eq!(
+        users.len(),
+        n - leavers / 2,
+        "nobody twice, leavers never created"
+    );
+
+    // The same file again (an EventBridge rerun): every row is as the tenant holds it.
+    proxy.clear_log();
+    let rerun = json!({"detail-type": "Scheduled Event", "source": "aws.events",
+                       "detail": {"bucket": BUCKET, "key": KEY}});
+    let again = run_to_the_end(&stack, &state, rerun, "rerun").await;
+    assert_eq!(
+        writes(&proxy),
+        Vec::<String>::new(),
+        "no POST, PUT, PATCH or Bulk"
+    );
+    assert_eq!(again.unchanged, provisioned, "{again:?}");
+    assert_eq!(
+        again.created + again.updated + again.deactivated,
+        0,
+        "{again:?}"
+    );
+    assert_eq!(again.skipped, first.skipped, "{again:?}");
+    let reads = proxy.requests().len();
+    assert!(reads <= n / 100 + 3, "{reads} reads for {n} users");
+}
+
+/// A retry message as the function writes it, for one user with this title and time.
+fn retry_body(email: &str, title: &str, at: u64) -> String {
+    json!({"version": 1, "operations": [{
+        "user": {"user_name": email, "email": email, "first_name": "Bob", "last_name": "Stale",
+                 "active": true, "title": title},
+        "attempt": 1, "source": "sqs:earlier", "first_seen": at / 1000, "source_time": at,
+    }]})
+    .to_string()
+}
+
+fn producer_body(email: &str, title: &str, status: &str) -> String {
+    json!({"users": [{"email": email, "first_name": "Bob", "last_name": "Newer",
+                      "title": title, "status": status}]})
+    .to_string()
+}
+
+async fn bob(scim: &ScimServer) -> Value {
+    let users = list_users(&scim.base_url, &scim.token).await;
+    users
+        .into_iter()
+        .find(|u| u["userName"] == "bob@example.com")
+        .expect("Bob exists")
+}
+
+/// Receives the queue's messages (SentTimestamp included), as the event source mapping does.
+async fn batch_event(stack: &Stack) -> Value {
+    let messages = receive(
+        &stack.sdk,
+        &stack.queues.url,
+        Duration::from_secs(1),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(
+        messages.iter().all(|m| m
+            .attributes()
+            .is_some_and(|a| a.contains_key(&MessageSystemAttributeName::SentTimestamp))),
+        "SentTimestamp is delivered"
+    );
+    sqs_event(&messages, &stack.queues.arn)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_retry_never_overwrites_newer_data() {
+    support::aws::init_logs();
+    let scim = start_scim2_server(ScimOptions::default()).await;
+    let stack = start_stack(&bearer_secret(&scim.base_url, &scim.token)).await;
+    let state = state(&stack).await;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let stale = now_ms - 60_000;
+
+    // Same batch: a newer producer message and a stale retry ("Bob active, old title").
+    send(
+        &stack.sdk,
+        &stack.queues.url,
+        &producer_body("bob@example.com", "Newer", "active"),
+    )
+    .await;
+    send(
+        &stack.sdk,
+        &stack.queues.url,
+        &retry_body("bob@example.com", "Stale", stale),
+    )
+    .await;
+    let event = batch_event(&stack).await;
+    invoke(&state, event, "same-batch")
+        .await
+        .expect("invocation");
+    assert_eq!(bob(&scim).await["title"], "Newer");
+
+    // A later batch: the newer message made Bob a leaver; the stale retry comes back after.
+    send(
+        &stack.sdk,
+        &stack.queues.url,
+        &producer_body("bob@example.com", "Newer", "leaver"),
+    )
+    .await;
+    let event = batch_event(&stack).await;
+    invoke(&state, event, "leaver").await.expect("invocation");
+    send(
+        &stack.sdk,
+        &stack.queues.url,
+        &retry_body("bob@example.com", "Stale", stale),
+    )
+    .await;
+    let event = batch_event(&stack).await;
+    let (response, counts) = invoke_counted(&state, event, "late-retry").await;
+    response.expect("invocation");
+    assert_eq!(counts.skipped, 1, "{counts:?}");
+    let now = bob(&scim).await;
+    assert_eq!(
+        (&now["active"], &now["title"]),
+        (&json!(false), &json!("Newer"))
+    );
+
+    // Two invocations at once (two containers, one ledger): the older one never lands last.
+    for round in 0..4 {
+        let older = now_ms + 1_000 * round;
+        let newer = older + 500;
+        let title = |t: &str| format!("{t} {round}");
+        let ((a, _), (b, b_counts)) = tokio::join!(
+            async {
+                let event = json!({"Records": [sqs_record(&retry_body("bob@example.com", &title("older"), older), "a")]});
+                invoke_counted(&state, event, "older").await
+            },
+            async {
+                let event = json!({"Records": [sqs_record(&retry_body("bob@example.com", &title("newer"), newer), "b")]});
+                invoke_counted(&state, event, "newer").await
+            },
+        );
+        let (a, b) = (a.expect("older"), b.expect("newer"));
+        // The newer one waited for the older one's write: it comes back from the queue.
+        if b_counts.deferred == 1 {
+            let pumped = pump_in_process(
+                &stack.sdk,
+                &stack.queues,
+                &state,
+                Duration::from_secs(2),
+                Duration::from_secs(60),
+            )
+            .await;
+            assert!(pumped.errors.is_empty(), "{pumped:?}");
+        }
+        assert_eq!(
+            bob(&scim).await["title"],
+            title("newer"),
+            "round {round}: {a} / {b}"
+        );
+    }
+    // And Bob was never created twice.
+    let bobs = list_users(&scim.base_url, &scim.token)
+        .await
+        .into_iter()
+        .filter(|u| {
+            u["userName"]
+                .as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case("bob@example.com"))
+        })
+        .count();
+    assert_eq!(bobs, 1);
+}
+
+/// An SQS record as Lambda delivers it, with its SentTimestamp.
+fn sqs_record(body: &str, id: &str) -> Value {
+    json!({
+        "messageId": id, "receiptHandle": id, "body": body,
+        "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1"},
+        "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:scim-work", "awsRegion": "us-east-1"
+    })
+}
