@@ -24,6 +24,9 @@ fn now_millis() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// Longest an operation waits for an older one holding its user before it looks again.
+const WAIT_AT_MOST: Duration = Duration::from_secs(5);
+
 /// Pages a listing reads at most (a server that never ends its pages must not hold a cycle).
 const MAX_PAGES: u64 = 100_000;
 
@@ -330,9 +333,12 @@ impl Cycle<'_> {
         for (k, decision) in plan.iter_mut() {
             match refused.get(&ops[*k].user.key()) {
                 Some(Refusal::Superseded) => *decision = Decision::Superseded,
+                // The older operation usually finishes within seconds, long before its hold
+                // ends: look again soon (waiting costs no attempt).
                 Some(Refusal::Busy { until }) => {
+                    let held = Duration::from_millis(until.saturating_sub(now));
                     *decision = Decision::Wait {
-                        delay: Duration::from_millis(until.saturating_sub(now)),
+                        delay: held.min(WAIT_AT_MOST),
                     }
                 }
                 None => {}
