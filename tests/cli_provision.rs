@@ -336,3 +336,66 @@ async fn a_run_that_stops_midway_still_writes_what_it_knows() {
         "{reason}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_of_the_same_file_writes_nothing_and_reconcile_finds_drift() {
+    let s = setup(CSV).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger.json");
+    let mut argv = args(&["provision", "--csv"], &[&s.csv]);
+    argv.extend(args(&["--credentials"], &[&s.credentials]));
+    let with_ledger = |mut argv: Vec<String>| {
+        argv.extend(args(&["--ledger"], &[&ledger]));
+        argv
+    };
+    let (code, out, err) = run(with_ledger(argv.clone()), vec![]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("  created                2\n"), "{out}");
+    let after_first = s.tenant.stats();
+
+    // With the ledger file, and without it (the tenant is then listed): no write either way.
+    for again in [with_ledger(argv.clone()), argv.clone()] {
+        let (code, out, err) = run(again, vec![]).await;
+        assert_eq!(code, 0, "{out}\n{err}");
+        assert!(out.contains("  unchanged              4\n"), "{out}");
+        let stats = s.tenant.stats();
+        assert_eq!(
+            (stats.created, stats.updated, stats.bulk_operations),
+            (
+                after_first.created,
+                after_first.updated,
+                after_first.bulk_operations
+            ),
+            "a rerun wrote to the tenant"
+        );
+    }
+
+    // Someone changes Ada's title by hand: reconcile (against the ledger file) says so.
+    let mut reconcile = args(&["reconcile", "--credentials"], &[&s.credentials]);
+    reconcile.extend(args(&["--json", "--ledger"], &[&ledger]));
+    let (code, out, _) = run(reconcile.clone(), vec![]).await;
+    assert_eq!(code, 0, "no drift yet: {out}");
+    let ada = s
+        .tenant
+        .users()
+        .into_iter()
+        .find(|u| u["userName"] == "ada@example.com")
+        .unwrap();
+    let id = ada["id"].as_str().unwrap().to_string();
+    let mut changed = ada.clone();
+    changed["title"] = json!("Changed by hand");
+    let put = support::http_client()
+        .put(format!("{}/Users/{id}", s.tenant.base_url()))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/scim+json")
+        .body(changed.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let (code, out, _) = run(reconcile, vec![]).await;
+    assert_eq!(code, 1, "{out}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["drifted"], 1, "{report}");
+    assert!(!out.contains("ada@example.com"), "masked: {out}");
+}

@@ -300,3 +300,64 @@ fn sqs_record(body: &str, id: &str) -> Value {
         "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:scim-work", "awsRegion": "us-east-1"
     })
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_reports_drift_and_fixes_it_only_when_asked() {
+    support::aws::init_logs();
+    let scim = start_scim2_server(ScimOptions::default()).await;
+    let stack = start_stack(&bearer_secret(&scim.base_url, &scim.token)).await;
+    let state = state(&stack).await;
+    let (csv, _) = staff(20);
+    put_object(&stack.sdk, BUCKET, KEY, csv).await;
+    let first = run_to_the_end(&stack, &state, s3_put_event(BUCKET, KEY), "first").await;
+    assert_eq!(first.created, 19, "{first:?}");
+
+    // Someone changes a managed attribute in the tenant.
+    let users = list_users(&scim.base_url, &scim.token).await;
+    let mut changed = users[0].clone();
+    changed["title"] = json!("Changed by hand");
+    let url = format!(
+        "{}/Users/{}",
+        scim.base_url,
+        changed["id"].as_str().unwrap()
+    );
+    let put = support::http_client()
+        .put(&url)
+        .bearer_auth(&scim.token)
+        .header("content-type", "application/scim+json")
+        .body(changed.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+
+    let reconcile = json!({"detail-type": "Reconcile", "source": "ops",
+                           "detail": {"reconcile": true}});
+    let answer = invoke(&state, reconcile, "reconcile")
+        .await
+        .expect("reconcile");
+    assert_eq!(answer["reconciled"]["drifted"], 1, "{answer}");
+    assert_eq!(answer["reconciled"]["users"], 19, "{answer}");
+    let sample = answer["reconciled"]["drift_sample"][0].as_str().unwrap();
+    assert!(sample.contains("***"), "masked: {sample}");
+    let title = |users: &[Value]| {
+        users
+            .iter()
+            .find(|u| u["id"] == changed["id"])
+            .map(|u| u["title"].clone())
+    };
+    let now = list_users(&scim.base_url, &scim.token).await;
+    assert_eq!(
+        title(&now),
+        Some(json!("Changed by hand")),
+        "nothing changed"
+    );
+
+    let fix = json!({"detail-type": "Reconcile", "source": "ops",
+                     "detail": {"reconcile": true, "fix": true, "bucket": BUCKET, "key": KEY}});
+    let (answer, counts) = invoke_counted(&state, fix, "fix").await;
+    answer.expect("reconcile and fix");
+    assert_eq!((counts.updated, counts.unchanged), (1, 18), "{counts:?}");
+    let now = list_users(&scim.base_url, &scim.token).await;
+    assert_eq!(title(&now), Some(users[0]["title"].clone()), "set back");
+}

@@ -17,7 +17,8 @@ fn confirmed(key: &str, id: &str) -> Confirmed {
         id: id.into(),
         user_name: key.to_uppercase(),
         external_id: Some(format!("x-{key}")),
-        fingerprint: format!("fp-{key}"),
+        fingerprint: Some(format!("fp-{key}")),
+        asked: Some(format!("asked-{key}")),
         active: true,
     }
 }
@@ -56,12 +57,15 @@ async fn conformance(ledger: Arc<dyn Ledger>) {
     // Managed once is managed: a later listing (managed false) does not clear it.
     ledger.confirm(TENANT, &users[..1], true).await.unwrap();
     let mut relisted = confirmed(&keys[0], "id-u000@example.com");
-    relisted.fingerprint = "fp-drifted".into();
+    relisted.fingerprint = Some("fp-drifted".into());
+    relisted.asked = None;
     relisted.external_id = None;
     ledger.confirm(TENANT, &[relisted], false).await.unwrap();
     let again = &ledger.get(TENANT, &keys[..1]).await.unwrap()[&keys[0]];
     assert!(again.managed);
     assert_eq!(again.fingerprint.as_deref(), Some("fp-drifted"));
+    // A listing says nothing of what was asked: the recorded one stays.
+    assert_eq!(again.asked.as_deref(), Some("asked-u000@example.com"));
     assert_eq!(again.external_id, None);
     let managed: Vec<String> = ledger
         .all(TENANT)

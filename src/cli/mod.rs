@@ -1,4 +1,4 @@
-//! The command-line tool: `demo`, `provision` and `validate`. A thin layer over the engine and
+//! The command-line tool: `demo`, `provision`, `validate` and `reconcile`. A thin layer over the engine and
 //! the pipeline the Lambda uses; it parses arguments, reads files, prints, and picks exit codes:
 //! 0 all done, 1 some rows failed or were invalid, 2 usage or configuration error.
 
@@ -9,6 +9,7 @@ mod input;
 mod progress;
 mod provision;
 mod queue;
+mod reconcile;
 mod runner;
 mod seed;
 mod summary;
@@ -66,6 +67,25 @@ enum Command {
     /// Check a CSV file offline: header mapping and row errors.
     #[command(after_help = VALIDATE_EXAMPLES)]
     Validate(ValidateArgs),
+    /// List the tenant again into the ledger and report drift; change nothing.
+    Reconcile(ReconcileArgs),
+}
+
+/// `reconcile` options.
+#[derive(Debug, Clone, Args)]
+pub struct ReconcileArgs {
+    /// File holding the credentials secret's JSON.
+    #[arg(long, value_name = "FILE", conflicts_with = "secret_id")]
+    pub credentials: Option<PathBuf>,
+    /// Read the credentials from this AWS Secrets Manager secret (id or ARN).
+    #[arg(long, value_name = "ID")]
+    pub secret_id: Option<String>,
+    /// The ledger file of `provision --ledger` (drift is judged against what it recorded).
+    #[arg(long, value_name = "FILE")]
+    pub ledger: Option<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 const DEMO_EXAMPLES: &str = "\
@@ -237,6 +257,7 @@ pub async fn run() -> ExitCode {
         Command::Demo(args) => Box::pin(demo::run(args)).await,
         Command::Provision(args) => Box::pin(provision::run(args)).await,
         Command::Validate(args) => validate::run(&args.csv, args.json),
+        Command::Reconcile(args) => Box::pin(reconcile::run(args)).await,
     };
     match result {
         Ok(code) => code,

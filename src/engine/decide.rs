@@ -68,15 +68,15 @@ pub fn decide(op: &Operation, entry: Option<&UserEntry>, rules: Rules) -> Decisi
     match known {
         Some((e, id)) => {
             let id = id.to_string();
-            let wanted = Managed::of_user(user).fingerprint();
-            if e.fingerprint.as_deref() == Some(wanted.as_str()) {
-                Decision::Unchanged { id }
-            } else if user.active {
-                Decision::Update { id }
-            } else if e.active == Some(false) {
-                Decision::Unchanged { id }
-            } else {
-                Decision::Deactivate { id }
+            let wanted = Some(Managed::of_user(user).fingerprint());
+            // What the tenant holds, or what was last asked of it (an empty cell leaves the
+            // tenant's value, so it may hold more than was asked).
+            let same = e.fingerprint == wanted || e.asked == wanted;
+            match (user.active, e.active) {
+                (true, Some(true)) if same => Decision::Unchanged { id },
+                (true, _) => Decision::Update { id },
+                (false, Some(false)) => Decision::Unchanged { id },
+                (false, _) => Decision::Deactivate { id },
             }
         }
         None if user.active || rules.create_inactive => Decision::Create,
@@ -200,6 +200,28 @@ mod tests {
                     ..RULES
                 },
                 Decision::Create,
+            ),
+            // The tenant holds more than the file asks (an empty cell keeps its value), and the
+            // same was asked last time: unchanged.
+            (
+                &active,
+                Some(UserEntry {
+                    fingerprint: Some("the tenant's own, with more".into()),
+                    asked: Some(Managed::of_user(&active.user).fingerprint()),
+                    ..known(&active, true, true, None)
+                }),
+                RULES,
+                Decision::Unchanged { id: id() },
+            ),
+            (
+                &active,
+                Some(UserEntry {
+                    fingerprint: Some("the tenant's own, with more".into()),
+                    asked: None,
+                    ..known(&active, true, true, None)
+                }),
+                RULES,
+                Decision::Update { id: id() },
             ),
             // A claim without an id (an operation that never got through) is not a user.
             (

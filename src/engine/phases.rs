@@ -111,7 +111,9 @@ impl Cycle<'_> {
                 SubResult::Reply(r) if (200..300).contains(&r.status) => {
                     outcomes[key] = Some(match r.resource_id() {
                         Some(id) => {
-                            confirmed.push(confirmation(&ops[key], &id, r.body.as_ref()));
+                            // The answer's resource, or what was sent when it has none.
+                            let created = r.body.clone().unwrap_or_else(|| ops[key].user.to_scim());
+                            confirmed.push(confirmation(&ops[key], &id, Some(&created)));
                             Outcome::Created { id }
                         }
                         // A success naming no resource proves nothing was created; sending it
@@ -219,8 +221,13 @@ impl Cycle<'_> {
             let op = &ops[write.key];
             outcomes[write.key] = Some(match result {
                 SubResult::Reply(r) if (200..300).contains(&r.status) => {
-                    let resource = r.body.as_ref().or(write.resource.as_ref());
-                    confirmed.push(confirmation(op, &write.id, resource));
+                    // What the tenant now holds: the merge that was written (its answer may be
+                    // partial or absent), or for a deactivation what was found, if anything.
+                    let holds = match (&write.resource, write.deactivate) {
+                        (Some(resource), false) => Some(merge_into(resource, &op.user)),
+                        (resource, _) => resource.clone(),
+                    };
+                    confirmed.push(confirmation(op, &write.id, holds.as_ref()));
                     if write.deactivate {
                         Outcome::Deactivated { id: write.id }
                     } else {
@@ -385,11 +392,12 @@ fn skipped(reason: &str) -> Outcome {
     }
 }
 
-/// What the ledger records for `op` once the tenant holds it; `resource` (the tenant's answer
-/// or the fetched resource) gives the tenant's userName spelling.
-fn confirmation(op: &Operation, id: &str, resource: Option<&Value>) -> Confirmed {
+/// What the ledger records for `op` once the tenant holds what it asked; `holds` is the user
+/// as the tenant now holds it, when known (its fingerprint and userName spelling; unknown, the
+/// recorded fingerprint stays, as after a deactivation by id).
+fn confirmation(op: &Operation, id: &str, holds: Option<&Value>) -> Confirmed {
     let user = &op.user;
-    let tenant_name = resource
+    let tenant_name = holds
         .and_then(|r| r["userName"].as_str())
         .filter(|name| crate::user::user_name_key(name) == user.key());
     Confirmed {
@@ -397,7 +405,8 @@ fn confirmation(op: &Operation, id: &str, resource: Option<&Value>) -> Confirmed
         id: id.to_string(),
         user_name: tenant_name.unwrap_or(&user.user_name).to_string(),
         external_id: user.external_id.clone(),
-        fingerprint: Managed::of_user(user).fingerprint(),
+        fingerprint: holds.map(|r| Managed::of_resource(r).fingerprint()),
+        asked: Some(Managed::of_user(user).fingerprint()),
         active: user.active,
     }
 }

@@ -228,7 +228,8 @@ impl Cycle<'_> {
                     id: id.to_string(),
                     user_name: name.to_string(),
                     external_id: resource["externalId"].as_str().map(str::to_string),
-                    fingerprint: Managed::of_resource(resource).fingerprint(),
+                    fingerprint: Some(Managed::of_resource(resource).fingerprint()),
+                    asked: None,
                     active: resource["active"].as_bool().unwrap_or(true),
                 });
             }
@@ -240,7 +241,9 @@ impl Cycle<'_> {
                 .map_err(|e| ListingError(e.to_string()))?;
             for user in &users {
                 if let Some(entry) = known.get(&user.key) {
-                    if entry.managed && entry.fingerprint.as_deref() != Some(&user.fingerprint) {
+                    let changed =
+                        entry.fingerprint.is_some() && entry.fingerprint != user.fingerprint;
+                    if entry.managed && (changed || entry.active != Some(user.active)) {
                         listing.drift.push(mask_email(&user.user_name).to_string());
                     }
                 }

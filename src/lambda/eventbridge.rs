@@ -1,6 +1,8 @@
 //! EventBridge: reruns of a CSV (scheduled or custom events with `detail` `{"bucket", "key"}`
-//! or `{"bucket", "prefix"}` for the newest object under it) and S3 "Object Created" events
-//! (`detail` `{"bucket": {"name"}, "object": {"key"}}`, keys not URL-encoded).
+//! or `{"bucket", "prefix"}` for the newest object under it), S3 "Object Created" events
+//! (`detail` `{"bucket": {"name"}, "object": {"key"}}`, keys not URL-encoded), and reconciles
+//! (`{"reconcile": true}`: the tenant listed again into the ledger, drift reported; with
+//! `"fix": true` and a file named as for a rerun, that file is provisioned afterwards).
 
 use std::time::Instant;
 
@@ -19,6 +21,37 @@ pub(super) enum Target {
     Object(ObjectRef),
     /// The newest object under a prefix.
     Newest { bucket: String, prefix: String },
+}
+
+/// Lists the tenant again into the ledger and reports the drift found (masked userNames);
+/// changes nothing in the tenant.
+async fn reconcile(state: &State, deadline: Instant) -> Result<Value, HandlerError> {
+    let listing =
+        state
+            .engine
+            .reconcile(deadline)
+            .await
+            .map_err(|error| HandlerError::Incomplete {
+                origin: "reconcile".into(),
+                problem: error.to_string(),
+            })?;
+    if listing.drift.is_empty() {
+        tracing::info!(users = listing.users, "reconciled: no drift");
+    } else {
+        tracing::warn!(
+            users = listing.users,
+            drifted = listing.drift.len(),
+            sample = ?listing.drift.iter().take(10).collect::<Vec<_>>(),
+            "reconciled: managed attributes were changed in the tenant by someone else; the next run of the file sets them back"
+        );
+    }
+    Ok(json!({
+        "users": listing.users,
+        "ambiguous": listing.ambiguous,
+        "drifted": listing.drift.len(),
+        "drift_sample": listing.drift.iter().take(10).collect::<Vec<_>>(),
+        "requests": listing.requests,
+    }))
 }
 
 /// Reads the target from `detail`.
@@ -52,7 +85,16 @@ pub(super) async fn handle(
 ) -> Result<Value, HandlerError> {
     let detail_type = event["detail-type"].as_str().unwrap_or_default();
     tracing::info!(detail_type, "EventBridge event");
-    let object = match target(&event["detail"])? {
+    let detail = &event["detail"];
+    let mut reconciled = None;
+    if detail["reconcile"] == Value::Bool(true) {
+        let listing = reconcile(state, deadline).await?;
+        if detail["fix"] != Value::Bool(true) {
+            return Ok(json!({ "reconciled": listing }));
+        }
+        reconciled = Some(listing);
+    }
+    let object = match target(detail)? {
         Target::Object(object) => object,
         Target::Newest { bucket, prefix } => {
             let newest = match state.s3.newest_object(&bucket, &prefix).await {
@@ -77,7 +119,7 @@ pub(super) async fn handle(
         }
     };
     let result = process(state, invocation, deadline, &object, summary).await?;
-    Ok(json!({ "objects": [result] }))
+    Ok(json!({ "objects": [result], "reconciled": reconciled }))
 }
 
 /// A prefix that cannot be listed: no object is known, so the report's one `failed` line names

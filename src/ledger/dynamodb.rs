@@ -152,12 +152,18 @@ impl DynamoLedger {
         let mut set = Vec::new();
         let mut remove = Vec::new();
         if let Some(c) = confirmed {
-            set.extend([
-                "#id = :id",
-                "user_name = :user_name",
-                "fingerprint = :fingerprint",
-                "active = :active",
-            ]);
+            set.extend(["#id = :id", "user_name = :user_name", "active = :active"]);
+            for (attribute, value) in [("fingerprint", &c.fingerprint), ("asked", &c.asked)] {
+                if let Some(value) = value {
+                    set.push(if attribute == "fingerprint" {
+                        "fingerprint = :fingerprint"
+                    } else {
+                        "asked = :asked"
+                    });
+                    builder =
+                        builder.expression_attribute_values(format!(":{attribute}"), s(value));
+                }
+            }
             set.push(if managed {
                 "managed = :managed"
             } else {
@@ -167,7 +173,6 @@ impl DynamoLedger {
                 .expression_attribute_names("#id", "id")
                 .expression_attribute_values(":id", s(&c.id))
                 .expression_attribute_values(":user_name", s(&c.user_name))
-                .expression_attribute_values(":fingerprint", s(&c.fingerprint))
                 .expression_attribute_values(":active", AttributeValue::Bool(c.active))
                 .expression_attribute_values(":managed", AttributeValue::Bool(managed));
             match &c.external_id {
@@ -240,6 +245,7 @@ fn entry(item: &Item) -> Option<UserEntry> {
         user_name: text(item, "user_name"),
         external_id: text(item, "external_id"),
         fingerprint: text(item, "fingerprint"),
+        asked: text(item, "asked"),
         active: boolean(item, "active"),
         managed: boolean(item, "managed").unwrap_or(false),
         applied_at: number(item, "applied_at"),
@@ -369,7 +375,7 @@ impl Ledger for DynamoLedger {
                 let update = self
                     .update(Self::user_key(tenant, key))
                     .update_expression(
-                        "REMOVE #id, user_name, external_id, fingerprint, active, managed",
+                        "REMOVE #id, user_name, external_id, fingerprint, asked, active, managed",
                     )
                     .expression_attribute_names("#id", "id")
                     .build()

@@ -32,6 +32,8 @@ struct StoredUser {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     fingerprint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    asked: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     active: Option<bool>,
     #[serde(default)]
     managed: bool,
@@ -46,7 +48,12 @@ impl StoredUser {
         self.id = Some(c.id.clone());
         self.user_name = Some(c.user_name.clone());
         self.external_id = c.external_id.clone();
-        self.fingerprint = Some(c.fingerprint.clone());
+        if let Some(fingerprint) = &c.fingerprint {
+            self.fingerprint = Some(fingerprint.clone());
+        }
+        if let Some(asked) = &c.asked {
+            self.asked = Some(asked.clone());
+        }
         self.active = Some(c.active);
         self.managed |= managed;
     }
@@ -58,6 +65,7 @@ impl StoredUser {
             user_name: self.user_name.clone(),
             external_id: self.external_id.clone(),
             fingerprint: self.fingerprint.clone(),
+            asked: self.asked.clone(),
             active: self.active,
             managed: self.managed,
             applied_at: self.applied_at,

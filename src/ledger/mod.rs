@@ -25,9 +25,12 @@ pub struct UserEntry {
     pub user_name: Option<String>,
     /// `externalId`, a secondary key.
     pub external_id: Option<String>,
-    /// Fingerprint of the managed attributes the tenant holds, as last confirmed
-    /// (`crate::scim::managed::Managed::fingerprint`).
+    /// Fingerprint of the managed attributes the tenant holds, as last confirmed or listed
+    /// (`crate::scim::managed::Managed::fingerprint`): drift is judged against it.
     pub fingerprint: Option<String>,
+    /// Fingerprint of what the last operation applied asked for (an empty cell leaves the
+    /// tenant's value, so the tenant may hold more): an operation asking the same is unchanged.
+    pub asked: Option<String>,
     /// Whether the user is active in the tenant, as last confirmed.
     pub active: Option<bool>,
     /// Whether this deployment created or updated the user (full sync only touches these).
@@ -81,8 +84,11 @@ pub struct Confirmed {
     pub user_name: String,
     /// `externalId`, when known.
     pub external_id: Option<String>,
-    /// Fingerprint of the managed attributes the tenant now holds.
-    pub fingerprint: String,
+    /// Fingerprint of the managed attributes the tenant now holds (None: not known, the
+    /// recorded one stays: a deactivation changes only `active`).
+    pub fingerprint: Option<String>,
+    /// Fingerprint of what the operation asked for (None: the recorded one stays).
+    pub asked: Option<String>,
     /// Whether the user is active.
     pub active: bool,
 }

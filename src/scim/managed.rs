@@ -84,8 +84,9 @@ impl Managed {
         }
     }
 
-    /// A stable 128-bit fingerprint (FNV-1a) of the attributes, as 32 hex digits: what the
-    /// ledger keeps instead of the personal data itself. Stable across builds and versions.
+    /// A stable 128-bit fingerprint (FNV-1a) of the attributes but `active` (kept beside it), as
+    /// 32 hex digits: what the ledger keeps instead of the personal data itself. Stable across
+    /// builds and versions.
     pub fn fingerprint(&self) -> String {
         const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
         const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
@@ -117,7 +118,6 @@ impl Managed {
                 None => feed(&[0x1e]),
             }
         }
-        feed(if self.active { b"\x1dT" } else { b"\x1dF" });
         format!("{hash:032x}")
     }
 
@@ -357,9 +357,10 @@ mod tests {
         let mut other = user.clone();
         other.title = Some("Agent".into());
         assert_ne!(a, Managed::of_user(&other).fingerprint());
+        // `active` is kept beside the fingerprint, not in it: a deactivation leaves it as it was.
         other.title = None;
         other.active = false;
-        assert_ne!(a, Managed::of_user(&other).fingerprint());
+        assert_eq!(a, Managed::of_user(&other).fingerprint());
         // A value moved from one field to the next is a change.
         let mut moved = user.clone();
         moved.first_name = "AdaLovelace".into();
