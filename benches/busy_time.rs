@@ -31,10 +31,10 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use common::{arg_value, engine_for, median, runtime, user, TOKEN};
-use scim_bulk_provisioner::cli::DelayQueue;
 use scim_bulk_provisioner::engine::{Engine, EngineConfig};
 use scim_bulk_provisioner::operation::Operation;
 use scim_bulk_provisioner::pipeline::{self, Summary};
+use scim_bulk_provisioner::queue::memory::DelayQueue;
 use scim_bulk_provisioner::tenant::{FaultProfile, Tenant, TenantConfig, TenantStats};
 
 const MAX_OPERATIONS: usize = 50;

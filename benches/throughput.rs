@@ -23,10 +23,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{arg_value, engine_for, median, runtime, user, TOKEN};
-use scim_bulk_provisioner::cli::DelayQueue;
 use scim_bulk_provisioner::engine::{Engine, EngineConfig};
 use scim_bulk_provisioner::operation::Operation;
 use scim_bulk_provisioner::pipeline::{self, Summary};
+use scim_bulk_provisioner::queue::memory::DelayQueue;
 use scim_bulk_provisioner::tenant::{Tenant, TenantConfig, TenantStats};
 
 const RATE: f64 = 10.0;

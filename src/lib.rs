@@ -13,6 +13,7 @@ pub mod logging;
 pub mod mask;
 pub mod operation;
 pub mod pipeline;
+pub mod queue;
 pub mod rate_limit;
 pub mod report;
 pub mod retry;

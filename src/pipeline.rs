@@ -1,51 +1,14 @@
 //! What every front end (Lambda triggers, CLI, demo) does around a bulk cycle: run it, count the
 //! outcomes, turn failures into report lines, and put retryable and deferred work back on a queue.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use futures_util::future::BoxFuture;
 use serde::Serialize;
 
 use crate::engine::{CycleReport, Engine, EngineError};
 use crate::operation::{Operation, OperationResult, Outcome};
+use crate::queue::{NotEnqueued, Requeue, WorkQueue};
 use crate::report::ReportLine;
-
-/// Work to send again after a delay.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Requeue {
-    /// The operation, its attempt count and last error updated.
-    pub operation: Operation,
-    /// How long to wait (SQS `DelaySeconds`).
-    pub delay: Duration,
-}
-
-/// What a queue did not take of the items given to [`WorkQueue::enqueue`] (indices into them).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NotEnqueued {
-    /// Items that could not be enqueued this time: their origin must be delivered again.
-    pub failed: Vec<usize>,
-    /// Items no message of the queue can carry, with why: sending again cannot help, so they
-    /// are reported failed.
-    pub too_large: Vec<(usize, String)>,
-}
-
-impl NotEnqueued {
-    /// How many items were not enqueued.
-    pub fn len(&self) -> usize {
-        self.failed.len() + self.too_large.len()
-    }
-
-    /// Whether every item was enqueued.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// A queue that accepts work back with a per-item delay (SQS, or in memory for the demo).
-pub trait WorkQueue: Send + Sync {
-    /// Enqueues every item; says which items were not enqueued.
-    fn enqueue<'a>(&'a self, items: &'a [Requeue]) -> BoxFuture<'a, NotEnqueued>;
-}
 
 /// Counts over one or more cycles, as printed in summaries and logged per invocation.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

@@ -6,8 +6,8 @@ mod support;
 
 use std::time::Duration;
 
-use scim_bulk_provisioner::aws::sqs::RetryMessage;
 use scim_bulk_provisioner::lambda::HandlerError;
+use scim_bulk_provisioner::queue::retry_message::RetryMessage;
 use serde_json::{json, Value};
 use support::aws::{
     batch_failures, bearer_secret, invoke, pump_in_process, put_object, receive, report_lines,

@@ -1,9 +1,9 @@
-//! AWS adapters: Secrets Manager (credentials), SQS (the work queue), S3 (CSV input, reports).
+//! AWS adapters: Secrets Manager (credentials) and S3 (CSV input, reports), and the SDK set-up
+//! they share with the ports' AWS implementations (`queue::sqs`, `ledger::dynamodb`).
 //! Thin layers over the SDK; no SCIM logic.
 
 pub mod s3;
 pub mod secrets;
-pub mod sqs;
 
 use aws_config::BehaviorVersion;
 

@@ -11,7 +11,6 @@ use serde::Serialize;
 
 use super::input::{first_records, Input};
 use super::progress::Progress;
-use super::queue::DelayQueue;
 use super::runner::{self, RunSettings};
 use super::seed::{seed, Seeded};
 use super::summary::{thousands, RunSummary};
@@ -19,6 +18,7 @@ use super::verify::{verify, Verification};
 use super::{read_file, write_report, DemoArgs, PatchFormArg, UsageError};
 use crate::engine::{Engine, EngineConfig};
 use crate::ledger::memory::MemoryLedger;
+use crate::queue::memory::DelayQueue;
 use crate::scim::credentials::{Auth, Credentials, Secret, StaticCredentials};
 use crate::scim::http::Timeouts;
 use crate::sources::CsvSource;

@@ -8,7 +8,6 @@ mod dry_run;
 mod input;
 mod progress;
 mod provision;
-mod queue;
 mod reconcile;
 mod runner;
 mod seed;
@@ -22,7 +21,6 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub use queue::DelayQueue;
 pub use summary::RunSummary;
 
 /// Exit code for usage and configuration errors.

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use super::progress::{Progress, Status};
-use super::queue::DelayQueue;
 use crate::engine::{Engine, EngineError};
 use crate::operation::{OperationResult, Outcome};
 use crate::pipeline::{self, Summary};
+use crate::queue::memory::DelayQueue;
 use crate::report::ReportLine;
 
 /// How the queue is drained.

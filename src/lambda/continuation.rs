@@ -171,7 +171,7 @@ impl ContinuationQueue {
             .send_message()
             .queue_url(&self.url)
             .message_body(body)
-            .delay_seconds(crate::aws::sqs::delay_seconds(delay) as i32)
+            .delay_seconds(crate::queue::retry_message::delay_seconds(delay) as i32)
             .send()
             .await
             .map_err(|e| crate::aws::error_text(&e))?;

@@ -17,11 +17,11 @@ use tracing::Instrument;
 
 use crate::aws::s3::{S3Error, S3Store};
 use crate::aws::secrets::SecretsManagerSource;
-use crate::aws::sqs::SqsQueue;
 use crate::config::{ConfigError, FunctionConfig};
 use crate::engine::{Engine, EngineError};
 use crate::ledger::dynamodb::DynamoLedger;
 use crate::pipeline::Summary;
+use crate::queue::sqs::SqsQueue;
 
 /// Why the function cannot start.
 #[derive(Debug, thiserror::Error)]

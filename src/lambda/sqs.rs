@@ -10,9 +10,10 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use serde_json::{json, Value};
 
 use super::{continuation, reports, HandlerError, Invocation, State};
-use crate::aws::sqs::{Redrive, RetryMessage, RETRY_MESSAGE_VERSION};
 use crate::operation::Operation;
 use crate::pipeline::{self, Summary};
+use crate::queue::retry_message;
+use crate::queue::sqs::Redrive;
 use crate::report::ReportLine;
 use crate::sources::parse_message;
 
@@ -25,12 +26,9 @@ pub(super) enum BodyError {
     /// A producer message that cannot be read.
     #[error(transparent)]
     Producer(#[from] crate::sources::MessageError),
-    /// A retry message of a version this build does not read.
-    #[error("retry message version {0} is not supported (this build reads version {RETRY_MESSAGE_VERSION})")]
-    Version(u64),
-    /// A retry message whose operations are malformed.
-    #[error("the retry message is malformed: expected {{\"version\": 1, \"operations\": [...]}}")]
-    Malformed,
+    /// A retry message that cannot be read.
+    #[error(transparent)]
+    Retry(#[from] retry_message::ReadError),
     /// A continuation message that cannot be used.
     #[error(transparent)]
     Continuation(#[from] super::continuation::ContinuationError),
@@ -82,59 +80,6 @@ pub(super) fn poison_line(message_id: &str, poison: &Poison, redrive: Redrive) -
     )
 }
 
-/// Longest `source` a retry message's operation may give: `s3://`, a bucket name (63) and an
-/// S3 key (1024), or `sqs:` and a message id (100).
-const MAX_SOURCE_BYTES: usize = 1100;
-/// Characters of a retry message's `last_error` kept (it is quoted in a report line).
-const MAX_LAST_ERROR_CHARS: usize = 1000;
-
-/// Checks one operation of a retry message as if it came from a producer: anyone allowed to
-/// send to the queue can write a body shaped like a retry message. The user is validated like
-/// a producer's; `attempt` is capped so that one more attempt is the last (it cannot overflow
-/// or buy extra retries); `first_seen` cannot be in the future; `last_error` is shortened.
-/// An error names the operation by its index and never quotes the user.
-fn check_operation(
-    mut op: Operation,
-    index: usize,
-    max_attempts: u32,
-    now: u64,
-) -> Result<Operation, String> {
-    let problem = |what: String| format!("operations[{index}]: {what}");
-    op.user = crate::sources::message::validate_user(&op.user)
-        .map_err(|error| problem(error.to_string()))?;
-    let source_ok = (op.source.starts_with("s3://") || op.source.starts_with("sqs:"))
-        && op.source.len() <= MAX_SOURCE_BYTES
-        && !op.source.chars().any(char::is_control);
-    if !source_ok {
-        return Err(problem(format!(
-            "source is not an s3:// or sqs: origin of at most {MAX_SOURCE_BYTES} bytes without \
-             control characters"
-        )));
-    }
-    if op.row == Some(0) {
-        return Err(problem("row 0 is not a line number".into()));
-    }
-    let last_attempt = max_attempts.saturating_sub(1);
-    if op.attempt > last_attempt {
-        tracing::warn!(
-            operation = index,
-            attempt = op.attempt,
-            max_attempts,
-            "a retry message claims more attempts than MAX_ATTEMPTS allows: one more is the last"
-        );
-        op.attempt = last_attempt;
-    }
-    op.first_seen = op.first_seen.min(now);
-    // A time in the future would let a forged message overrule every later change of the user.
-    op.source_time = op.source_time.map(|t| t.min(now.saturating_add(1) * 1000));
-    if let Some(error) = &mut op.last_error {
-        if let Some((cut, _)) = error.char_indices().nth(MAX_LAST_ERROR_CHARS) {
-            error.truncate(cut);
-        }
-    }
-    Ok(op)
-}
-
 /// Reads a body: a retry message is an object with `version` and without `users`; anything
 /// else is read as a producer message. `max_attempts` bounds a retry message's attempt counts.
 pub(super) fn parse_body(
@@ -146,25 +91,10 @@ pub(super) fn parse_body(
         .filter(|b| !b.trim().is_empty())
         .ok_or(BodyError::Empty)?;
     let value: Option<Value> = serde_json::from_str(body).ok();
-    let retry = value
-        .as_ref()
-        .and_then(Value::as_object)
-        .filter(|o| o.contains_key("version") && !o.contains_key("users"));
-    if let Some(object) = retry {
-        let version = object
-            .get("version")
-            .and_then(Value::as_u64)
-            .ok_or(BodyError::Malformed)?;
-        if version != u64::from(RETRY_MESSAGE_VERSION) {
-            return Err(BodyError::Version(version));
-        }
-        let message: RetryMessage = value
-            .and_then(|v| serde_json::from_value(v).ok())
-            .ok_or(BodyError::Malformed)?;
-        let now = crate::operation::unix_now();
+    if let Some(value) = value.filter(retry_message::is_retry_message) {
         let mut work = Work::default();
-        for (index, op) in message.operations.into_iter().enumerate() {
-            match check_operation(op, index, max_attempts, now) {
+        for checked in retry_message::read(value, max_attempts)? {
+            match checked {
                 Ok(op) => work.operations.push(op),
                 Err(reason) => work.invalid.push(ReportLine::new(
                     format!("sqs:{message_id}"),
@@ -367,6 +297,7 @@ pub(super) async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::retry_message::RetryMessage;
 
     #[test]
     fn producer_messages_give_operations_and_report_lines() {
@@ -403,15 +334,15 @@ mod tests {
         assert_eq!(work.operations, vec![op]);
         assert_eq!(
             parse_body(Some(r#"{"version": 2, "operations": []}"#), "m", 8).unwrap_err(),
-            BodyError::Version(2)
+            BodyError::Retry(retry_message::ReadError::Version(2))
         );
         assert_eq!(
             parse_body(Some(r#"{"version": 1, "operations": [1]}"#), "m", 8).unwrap_err(),
-            BodyError::Malformed
+            BodyError::Retry(retry_message::ReadError::Malformed)
         );
         assert_eq!(
             parse_body(Some(r#"{"version": "x"}"#), "m", 8).unwrap_err(),
-            BodyError::Malformed
+            BodyError::Retry(retry_message::ReadError::Malformed)
         );
     }
 
@@ -496,7 +427,7 @@ mod tests {
         let body = forged(|op| op["attempt"] = json!(u64::from(u32::MAX) + 1));
         assert_eq!(
             parse_body(Some(&body), "m", 8).unwrap_err(),
-            BodyError::Malformed
+            BodyError::Retry(retry_message::ReadError::Malformed)
         );
     }
 

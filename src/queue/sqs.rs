@@ -1,148 +1,23 @@
-//! The work queue on SQS: retryable and deferred operations go back as retry messages
-//! `{"version": 1, "operations": [...]}` with a per-message `DelaySeconds`.
+//! The work queue on SQS: retry messages ([`super::retry_message`]) sent in batches with a
+//! per-message `DelaySeconds`, and what the function reads of the queue (its redrive policy and
+//! message size limit).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 use aws_sdk_sqs::Client;
 use futures_util::future::BoxFuture;
-use serde::{Deserialize, Serialize};
 
-use crate::operation::Operation;
-use crate::pipeline::{NotEnqueued, Requeue, WorkQueue};
-use crate::retry::MAX_DELAY;
+use super::retry_message::{pack, with_margin, Packed, SQS_MAX_MESSAGE_BYTES};
+use super::{NotEnqueued, Requeue, WorkQueue};
 
-/// The retry message format this build writes and reads.
-pub const RETRY_MESSAGE_VERSION: u32 = 1;
-/// Operations per retry message at most (one BulkRequest's worth).
-pub const MAX_OPERATIONS_PER_MESSAGE: usize = 50;
-/// The largest message SQS takes (body and attributes; this function sends no attributes),
-/// and the most a queue's `MaximumMessageSize` can be: 1 MiB since August 2025.
-pub const SQS_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
-/// A retry message body stays under this many bytes on a queue that takes 1 MiB messages.
-pub const MAX_MESSAGE_BYTES: usize = with_margin(SQS_MAX_MESSAGE_BYTES);
 /// Entries per SendMessageBatch call (the SQS limit).
 const MAX_BATCH_ENTRIES: usize = 10;
 /// Total body bytes per SendMessageBatch call (SQS: 1 MiB for all entries together).
 const MAX_BATCH_BYTES: usize = with_margin(SQS_MAX_MESSAGE_BYTES);
 
-/// The body bytes used of a size limit: 1/64 is kept as a safety margin (16 KiB of 1 MiB).
-pub const fn with_margin(limit: usize) -> usize {
-    limit - limit / 64
-}
 /// Retries of entries SQS lists as failed (or of a whole call that failed).
 const SEND_RETRIES: u32 = 3;
-
-/// The function's own message: operations to send again, with their history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RetryMessage {
-    /// Format version ([`RETRY_MESSAGE_VERSION`]).
-    pub version: u32,
-    /// The operations, attempt counts and last errors included.
-    pub operations: Vec<Operation>,
-}
-
-/// One message to send: its body, its delay and the items (indices into the input) it carries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Packed {
-    /// The retry message's JSON.
-    pub body: String,
-    /// `DelaySeconds`.
-    pub delay_seconds: u32,
-    /// Indices of the requeued items in the body.
-    pub items: Vec<usize>,
-}
-
-/// Whole seconds to delay an item: rounded up (never early), at most 900.
-pub fn delay_seconds(delay: Duration) -> u32 {
-    let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
-    secs.min(MAX_DELAY.as_secs()) as u32
-}
-
-/// The retry message's text around its operations.
-const HEAD: &str = "{\"version\":1,\"operations\":[";
-const TAIL: &str = "]}";
-
-/// An item no retry message can carry: which, and how large its message alone would be.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TooLarge {
-    /// Index of the item in the input.
-    pub index: usize,
-    /// Bytes of a retry message holding only this item (0: it could not be serialized).
-    pub bytes: usize,
-}
-
-impl TooLarge {
-    /// Why the item is not enqueued, for its report line (no personal data).
-    pub fn reason(&self, max_bytes: usize) -> String {
-        format!(
-            "its retry message would be {} bytes, more than the {max_bytes} bytes a message of \
-             the work queue may hold, so it cannot be retried or deferred; shorten its longest \
-             fields (title, department, display name...) and provision it again",
-            self.bytes
-        )
-    }
-}
-
-/// Packs items into retry messages grouped by delay, each with at most
-/// [`MAX_OPERATIONS_PER_MESSAGE`] operations and a body of at most `max_bytes`.
-/// Returns the messages and the items too large for any message.
-pub fn pack(items: &[Requeue], max_bytes: usize) -> (Vec<Packed>, Vec<TooLarge>) {
-    let mut by_delay: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
-    for (i, item) in items.iter().enumerate() {
-        by_delay
-            .entry(delay_seconds(item.delay))
-            .or_default()
-            .push(i);
-    }
-    let mut messages = Vec::new();
-    let mut too_large = Vec::new();
-    for (delay_seconds, indices) in by_delay {
-        let mut body = String::from(HEAD);
-        let mut carried: Vec<usize> = Vec::new();
-        for i in indices {
-            let Ok(json) = serde_json::to_string(&items[i].operation) else {
-                too_large.push(TooLarge { index: i, bytes: 0 });
-                continue;
-            };
-            let alone = HEAD.len() + json.len() + TAIL.len();
-            if alone > max_bytes {
-                too_large.push(TooLarge {
-                    index: i,
-                    bytes: alone,
-                });
-                continue;
-            }
-            // Never an empty message: an item that fits alone starts a new one.
-            let full = !carried.is_empty()
-                && (carried.len() == MAX_OPERATIONS_PER_MESSAGE
-                    || body.len() + 1 + json.len() + TAIL.len() > max_bytes);
-            if full {
-                body.push_str(TAIL);
-                messages.push(Packed {
-                    body: std::mem::replace(&mut body, String::from(HEAD)),
-                    delay_seconds,
-                    items: std::mem::take(&mut carried),
-                });
-            }
-            if !carried.is_empty() {
-                body.push(',');
-            }
-            body.push_str(&json);
-            carried.push(i);
-        }
-        if !carried.is_empty() {
-            body.push_str(TAIL);
-            messages.push(Packed {
-                body,
-                delay_seconds,
-                items: carried,
-            });
-        }
-    }
-    (messages, too_large)
-}
 
 /// Splits messages into SendMessageBatch calls: at most 10 entries and [`MAX_BATCH_BYTES`] each.
 fn batches(messages: &[Packed]) -> Vec<&[Packed]> {
@@ -271,7 +146,7 @@ impl SqsQueue {
                     .attribute_names(QueueAttributeName::MaximumMessageSize)
                     .send()
                     .await
-                    .map_err(|e| super::error_text(&e))?;
+                    .map_err(|e| crate::aws::error_text(&e))?;
                 let attribute = |name: &QueueAttributeName| {
                     output
                         .attributes()
@@ -341,7 +216,7 @@ impl SqsQueue {
             let output = match result {
                 Ok(output) => output,
                 Err(e) => {
-                    tracing::warn!(error = %super::error_text(&e), attempt, "SendMessageBatch failed");
+                    tracing::warn!(error = %crate::aws::error_text(&e), attempt, "SendMessageBatch failed");
                     continue;
                 }
             };
@@ -406,15 +281,7 @@ impl WorkQueue for SqsQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn item(name: &str, delay_ms: u64, padding: usize) -> Requeue {
-        let mut user = crate::user::sample(name);
-        user.title = (padding > 0).then(|| "x".repeat(padding));
-        Requeue {
-            operation: Operation::new(user, "test", Some(2)),
-            delay: Duration::from_millis(delay_ms),
-        }
-    }
+    use crate::queue::retry_message::MAX_MESSAGE_BYTES;
 
     #[test]
     fn redrive_policies_tell_the_last_delivery() {
@@ -460,110 +327,6 @@ mod tests {
     }
 
     #[test]
-    fn delays_round_up_and_stop_at_900() {
-        assert_eq!(delay_seconds(Duration::ZERO), 0);
-        assert_eq!(delay_seconds(Duration::from_millis(1)), 1);
-        assert_eq!(delay_seconds(Duration::from_millis(2000)), 2);
-        assert_eq!(delay_seconds(Duration::from_millis(2001)), 3);
-        assert_eq!(delay_seconds(Duration::from_secs(5000)), 900);
-    }
-
-    #[test]
-    fn packs_by_delay_fifty_at_most_and_round_trips() {
-        let mut items: Vec<Requeue> = (0..120)
-            .map(|i| item(&format!("u{i}@x"), 1500, 0))
-            .collect();
-        items.push(item("late@x", 60_000, 0));
-        let (messages, lost) = pack(&items, MAX_MESSAGE_BYTES);
-        assert!(lost.is_empty());
-        let sizes: Vec<(u32, usize)> = messages
-            .iter()
-            .map(|m| (m.delay_seconds, m.items.len()))
-            .collect();
-        assert_eq!(sizes, vec![(2, 50), (2, 50), (2, 20), (60, 1)]);
-        let mut seen: Vec<usize> = Vec::new();
-        for m in &messages {
-            let parsed: RetryMessage = serde_json::from_str(&m.body).unwrap();
-            assert_eq!(parsed.version, RETRY_MESSAGE_VERSION);
-            let ops: Vec<Operation> = m
-                .items
-                .iter()
-                .map(|&i| items[i].operation.clone())
-                .collect();
-            assert_eq!(parsed.operations, ops);
-            seen.extend(&m.items);
-        }
-        seen.sort_unstable();
-        assert_eq!(seen, (0..items.len()).collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn the_limits_are_sqs_1_mib_with_a_margin() {
-        assert_eq!(SQS_MAX_MESSAGE_BYTES, 1_048_576);
-        assert_eq!(MAX_MESSAGE_BYTES, 1_048_576 - 16_384);
-        assert_eq!(MAX_BATCH_BYTES, MAX_MESSAGE_BYTES);
-        assert_eq!(with_margin(262_144), 262_144 - 4096);
-        assert_eq!(max_message_size(Some("262144")), Some(262_144));
-        assert_eq!(max_message_size(Some(" 1048576 ")), Some(1_048_576));
-        assert_eq!(max_message_size(Some("99999999")), Some(1_048_576));
-        assert_eq!(max_message_size(Some("10")), Some(1024));
-        assert_eq!(max_message_size(Some("lots")), None);
-        assert_eq!(max_message_size(None), None);
-    }
-
-    #[test]
-    fn messages_stay_under_the_size_limit_and_huge_items_are_refused() {
-        // 40 KB items: six to a 256 KiB message (the old limit allowed four), and one of
-        // 300 KB, which only the 1 MiB limit carries.
-        let mut items: Vec<Requeue> = (0..12)
-            .map(|i| item(&format!("u{i}@x"), 0, 40_000))
-            .collect();
-        items.push(item("big@x", 0, 300_000));
-        items.push(item("huge@x", 0, MAX_MESSAGE_BYTES));
-        let (messages, too_large) = pack(&items, MAX_MESSAGE_BYTES);
-        assert_eq!(too_large.len(), 1);
-        assert_eq!(too_large[0].index, 13);
-        assert!(too_large[0].bytes > MAX_MESSAGE_BYTES);
-        let reason = too_large[0].reason(MAX_MESSAGE_BYTES);
-        assert!(reason.contains(&too_large[0].bytes.to_string()), "{reason}");
-        assert!(reason.contains("1032192 bytes"), "{reason}");
-        assert!(!reason.contains("huge@x"), "{reason}");
-        assert!(messages.iter().all(|m| m.body.len() <= MAX_MESSAGE_BYTES));
-        assert_eq!(messages.iter().map(|m| m.items.len()).sum::<usize>(), 13);
-        // 12 x 40 KB + 300 KB: one message of 1 MiB holds all of them.
-        assert_eq!(messages.len(), 1);
-
-        // On a queue that takes 256 KiB, the 300 KB item cannot go and the others need two.
-        let small = with_margin(256 * 1024);
-        let (messages, too_large) = pack(&items, small);
-        let refused: Vec<usize> = too_large.iter().map(|t| t.index).collect();
-        assert_eq!(refused, vec![12, 13]);
-        assert!(messages.iter().all(|m| m.body.len() <= small));
-        assert_eq!(messages.iter().map(|m| m.items.len()).sum::<usize>(), 12);
-        assert_eq!(messages.len(), 2);
-    }
-
-    #[test]
-    fn an_item_exactly_at_the_limit_goes_alone_and_no_message_is_empty() {
-        let items = vec![item("a@x", 0, 0), item("b@x", 0, 0), item("c@x", 0, 0)];
-        let alone = |i: usize| {
-            HEAD.len() + serde_json::to_string(&items[i].operation).unwrap().len() + TAIL.len()
-        };
-        // Room for one item exactly, never for two.
-        let (messages, too_large) = pack(&items, alone(0));
-        assert!(too_large.is_empty());
-        assert_eq!(messages.len(), 3);
-        assert!(messages.iter().all(|m| m.items.len() == 1));
-        for m in &messages {
-            let parsed: RetryMessage = serde_json::from_str(&m.body).unwrap();
-            assert_eq!(parsed.operations.len(), 1);
-        }
-        let (messages, too_large) = pack(&items, alone(0) - 1);
-        assert!(messages.is_empty());
-        assert_eq!(too_large.len(), 3);
-    }
-
-    #[test]
     fn batches_hold_ten_entries_and_1_mib_at_most() {
         let small: Vec<Packed> = (0..23)
             .map(|i| Packed {
@@ -594,5 +357,19 @@ mod tests {
         let sizes: Vec<usize> = batches(&full).iter().map(|b| b.len()).collect();
         assert_eq!(sizes, vec![1, 1, 1]);
         assert!(batches(&[]).is_empty());
+    }
+
+    #[test]
+    fn the_limits_are_sqs_1_mib_with_a_margin() {
+        assert_eq!(SQS_MAX_MESSAGE_BYTES, 1_048_576);
+        assert_eq!(MAX_MESSAGE_BYTES, 1_048_576 - 16_384);
+        assert_eq!(MAX_BATCH_BYTES, MAX_MESSAGE_BYTES);
+        assert_eq!(with_margin(262_144), 262_144 - 4096);
+        assert_eq!(max_message_size(Some("262144")), Some(262_144));
+        assert_eq!(max_message_size(Some(" 1048576 ")), Some(1_048_576));
+        assert_eq!(max_message_size(Some("99999999")), Some(1_048_576));
+        assert_eq!(max_message_size(Some("10")), Some(1024));
+        assert_eq!(max_message_size(Some("lots")), None);
+        assert_eq!(max_message_size(None), None);
     }
 }

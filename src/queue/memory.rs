@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 
+use super::{NotEnqueued, Requeue, WorkQueue};
 use crate::operation::Operation;
-use crate::pipeline::{NotEnqueued, Requeue, WorkQueue};
 
 /// One queued operation; ordered by due time, then by arrival so equal delays keep their order.
 struct Entry {
