@@ -5,7 +5,6 @@
 
 pub mod aws;
 pub mod cli;
-pub mod config;
 pub mod engine;
 pub mod lambda;
 pub mod ledger;

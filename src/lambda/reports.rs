@@ -207,7 +207,7 @@ mod tests {
             .region(Region::new("us-east-1"))
             .endpoint_url("http://127.0.0.1:9")
             .build();
-        let config = crate::config::FunctionConfig::from_lookup(|name| match name {
+        let config = crate::lambda::config::FunctionConfig::from_lookup(|name| match name {
             "SCIM_SECRET_ID" => Some("scim-credentials".into()),
             "WORK_QUEUE_URL" => Some("http://127.0.0.1:9/000000000000/scim-work".into()),
             _ => None,

@@ -501,7 +501,7 @@ impl Stack {
         extra: &[(&str, &str)],
     ) -> scim_bulk_provisioner::lambda::State {
         let env = self.function_env(extra);
-        let config = scim_bulk_provisioner::config::FunctionConfig::from_lookup(|name| {
+        let config = scim_bulk_provisioner::lambda::config::FunctionConfig::from_lookup(|name| {
             env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
         })
         .expect("function config");
@@ -511,7 +511,7 @@ impl Stack {
     /// The function's state, in process, with [`Stack::function_env`].
     pub fn state(&self, extra: &[(&str, &str)]) -> scim_bulk_provisioner::lambda::State {
         let env = self.function_env(extra);
-        let config = scim_bulk_provisioner::config::FunctionConfig::from_lookup(|name| {
+        let config = scim_bulk_provisioner::lambda::config::FunctionConfig::from_lookup(|name| {
             env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
         })
         .expect("function config");
@@ -533,12 +533,13 @@ pub fn offline_state() -> scim_bulk_provisioner::lambda::State {
         .region(Region::new("us-east-1"))
         .endpoint_url("http://127.0.0.1:9")
         .build();
-    let config = scim_bulk_provisioner::config::FunctionConfig::from_lookup(|name| match name {
-        "SCIM_SECRET_ID" => Some("scim-credentials".into()),
-        "WORK_QUEUE_URL" => Some("http://127.0.0.1:9/000000000000/scim-work".into()),
-        _ => None,
-    })
-    .expect("function config");
+    let config =
+        scim_bulk_provisioner::lambda::config::FunctionConfig::from_lookup(|name| match name {
+            "SCIM_SECRET_ID" => Some("scim-credentials".into()),
+            "WORK_QUEUE_URL" => Some("http://127.0.0.1:9/000000000000/scim-work".into()),
+            _ => None,
+        })
+        .expect("function config");
     scim_bulk_provisioner::lambda::State::new(config, &sdk).expect("function state")
 }
 
