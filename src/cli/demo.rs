@@ -9,11 +9,12 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
+use super::format::thousands;
 use super::input::{first_records, Input};
 use super::progress::Progress;
 use super::runner::{self, RunSettings};
 use super::seed::{seed, Seeded};
-use super::summary::{thousands, RunSummary};
+use super::summary::RunSummary;
 use super::verify::{verify, Verification};
 use super::{read_file, write_report, DemoArgs, PatchFormArg, UsageError};
 use crate::engine::{Engine, EngineConfig};

@@ -7,11 +7,12 @@ use std::time::Duration;
 use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 
+use super::format::{group, thousands, Reason};
 use super::input::{error_kind, Input};
-use super::summary::{group, scrub, thousands, Reason};
 use super::{write_report, ProvisionArgs, UsageError};
 use crate::engine::decide::{Decision, NOTHING_TO_DEACTIVATE, SUPERSEDED};
 use crate::engine::{Engine, LookupError};
+use crate::mask::mask_emails_in;
 use crate::operation::Operation;
 use crate::scim::discovery::ProviderLimits;
 
@@ -106,7 +107,7 @@ pub async fn run(
             }
             (Decision::Find, Some(Err(e))) => {
                 plan.unknown += 1;
-                unknown.push(scrub(&e.reason));
+                unknown.push(mask_emails_in(&e.reason));
             }
         }
     }

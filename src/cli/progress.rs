@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::summary::thousands;
+use super::format::thousands;
 use crate::pipeline::Summary;
 
 /// Where a run stands after a cycle.

@@ -1,26 +1,17 @@
 //! The end-of-run summary: counts over all cycles, reasons grouped, as a table or JSON.
 //! Reasons are grouped without userNames or addresses: those go to the report file only.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde::Serialize;
 
+use super::format::{group, group_report, thousands, Reason};
 use super::input::{error_kind, Input};
 use super::runner::Drained;
-use crate::mask::mask_email;
+use crate::mask::mask_emails_in;
 use crate::pipeline::Summary;
 use crate::report::ReportLine;
-
-/// A reason and how many operations or rows it concerns.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Reason {
-    /// What happened, in words.
-    pub reason: String,
-    /// How many times.
-    pub count: u64,
-}
 
 /// What a whole run did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -47,47 +38,6 @@ pub struct RunSummary {
     pub invalid_rows: Vec<Reason>,
 }
 
-/// Counts identical reasons, most frequent first (then alphabetically, for a stable order).
-pub fn group<I: IntoIterator<Item = String>>(reasons: I) -> Vec<Reason> {
-    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-    for reason in reasons {
-        *counts.entry(reason).or_default() += 1;
-    }
-    let mut grouped: Vec<Reason> = counts
-        .into_iter()
-        .map(|(reason, count)| Reason { reason, count })
-        .collect();
-    grouped.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
-    grouped
-}
-
-/// Groups the reasons of report lines with the given status.
-pub fn group_report(lines: &[ReportLine], status: &str) -> Vec<Reason> {
-    group(
-        lines
-            .iter()
-            .filter(|l| l.status == status)
-            .map(|l| match l.http_status {
-                Some(code) => format!("HTTP {code}: {}", scrub(&l.reason)),
-                None => scrub(&l.reason),
-            }),
-    )
-}
-
-/// Masks anything that looks like an email address: a server's error detail may quote one.
-pub fn scrub(text: &str) -> String {
-    text.split(' ')
-        .map(|word| {
-            if !word.contains('@') {
-                return word.to_string();
-            }
-            let core = word.trim_matches(|c: char| !c.is_alphanumeric());
-            word.replace(core, &mask_email(core))
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 impl RunSummary {
     /// The summary of a run over `input`: the pipeline's counts plus the file's invalid and
     /// superseded rows.
@@ -103,7 +53,7 @@ impl RunSummary {
             .report
             .iter()
             .filter(|l| l.status == "skipped")
-            .map(|l| scrub(&l.reason));
+            .map(|l| mask_emails_in(&l.reason));
         RunSummary {
             rows: input.rows,
             counts,
@@ -126,7 +76,7 @@ impl RunSummary {
 
     /// Records why the run stopped early (addresses masked).
     pub fn with_stop(mut self, reason: Option<&str>) -> Self {
-        self.stopped = reason.map(scrub);
+        self.stopped = reason.map(mask_emails_in);
         self
     }
 
@@ -216,19 +166,6 @@ impl RunSummary {
     }
 }
 
-/// `1234567` as `1,234,567`.
-pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,14 +198,6 @@ mod tests {
     }
 
     #[test]
-    fn thousands_separators() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1000), "1,000");
-        assert_eq!(thousands(1_234_567), "1,234,567");
-    }
-
-    #[test]
     fn grouping_counts_and_orders() {
         let g = group(["b", "a", "b", "c", "a", "b"].map(String::from));
         let flat: Vec<_> = g.iter().map(|r| (r.reason.as_str(), r.count)).collect();
@@ -277,15 +206,6 @@ mod tests {
         line.http_status = Some(400);
         let lines = [line, ReportLine::new("f", "skipped", "x")];
         assert_eq!(group_report(&lines, "failed")[0].reason, "HTTP 400: no");
-    }
-
-    #[test]
-    fn addresses_in_reasons_are_masked() {
-        assert_eq!(
-            scrub("userName \"ada@example.com\" is taken; ask bob@x.io."),
-            "userName \"a***@example.com\" is taken; ask b***@x.io."
-        );
-        assert_eq!(scrub("HTTP 503"), "HTTP 503");
     }
 
     #[test]

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
+use super::format::{group, thousands, Reason};
 use super::input::{error_kind, Input};
-use super::summary::{group, thousands, Reason};
 use super::{read_file, UsageError};
 
 /// One header column and the field it maps to.
