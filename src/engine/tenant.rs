@@ -239,13 +239,18 @@ impl Cycle<'_> {
                 .get(tenant, &keys)
                 .await
                 .map_err(|e| ListingError(e.to_string()))?;
-            for user in &users {
-                if let Some(entry) = known.get(&user.key) {
-                    let changed =
-                        entry.fingerprint.is_some() && entry.fingerprint != user.fingerprint;
-                    if entry.managed && (changed || entry.active != Some(user.active)) {
-                        listing.drift.push(mask_email(&user.user_name).to_string());
-                    }
+            for user in &mut users {
+                let Some(entry) = known.get(&user.key) else {
+                    continue;
+                };
+                let changed = entry.fingerprint.is_some() && entry.fingerprint != user.fingerprint;
+                if entry.managed && (changed || entry.active != Some(user.active)) {
+                    listing.drift.push(mask_email(&user.user_name).to_string());
+                }
+                // The tenant no longer holds what was last asked: that no longer says
+                // "unchanged" (the next run compares with what the tenant holds now).
+                if changed {
+                    user.asked = user.fingerprint.clone();
                 }
             }
             ledger
