@@ -324,6 +324,8 @@ pub struct Pumped {
     pub messages: HashSet<String>,
     /// The invocations' counts added up (in-process pumps only).
     pub summary: scim_bulk_provisioner::pipeline::Summary,
+    /// The invocations' summed wall time, what Lambda bills (in-process pumps only).
+    pub busy: Duration,
 }
 
 /// Lambda's event source mapping, in the test: receive a batch, invoke, delete every message
@@ -389,19 +391,25 @@ pub async fn pump_in_process(
     limit: Duration,
 ) -> Pumped {
     let mut n = 0;
-    let counts = std::sync::Mutex::new(scim_bulk_provisioner::pipeline::Summary::default());
+    let totals = std::sync::Mutex::new((
+        scim_bulk_provisioner::pipeline::Summary::default(),
+        Duration::ZERO,
+    ));
     let mut pumped = pump(sdk, queues, visibility, limit, |event| {
         n += 1;
         let request_id = format!("pump-{n}");
-        let counts = &counts;
+        let totals = &totals;
         async move {
+            let started = Instant::now();
             let (result, summary) = invoke_counted(state, event, &request_id).await;
-            counts.lock().unwrap().add(&summary);
+            let mut totals = totals.lock().unwrap();
+            totals.0.add(&summary);
+            totals.1 += started.elapsed();
             result.map_err(|e| e.to_string())
         }
     })
     .await;
-    pumped.summary = counts.into_inner().unwrap();
+    (pumped.summary, pumped.busy) = totals.into_inner().unwrap();
     pumped
 }
 
