@@ -1,3 +1,5 @@
+//! Unit tests of Bulk encoding, chunking and the reading of BulkResponses.
+
 use super::*;
 use proptest::prelude::*;
 use serde_json::json;

@@ -1,3 +1,5 @@
+//! Unit tests of the CSV reader: headers, delimiters, encodings, bad rows and resume points.
+
 use super::*;
 use crate::sources::last_lines_by_user;
 use proptest::prelude::*;

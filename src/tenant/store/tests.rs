@@ -1,3 +1,5 @@
+//! Unit tests of the embedded tenant's store: users, filters, PATCH and Bulk.
+
 use super::*;
 use serde_json::json;
 
