@@ -522,13 +522,7 @@ async fn a_token_endpoint_answering_html_or_500_loses_nobody() {
             &json!({ "users": users }).to_string(),
         )
         .await;
-        let messages = receive(
-            &stack.sdk,
-            &stack.queues.url,
-            Duration::from_secs(1),
-            Duration::from_secs(30),
-        )
-        .await;
+        let messages = stack.receive_batch().await;
         assert_eq!(messages.len(), 1);
         let response = invoke(
             &state,

@@ -381,18 +381,9 @@ async fn a_second_run_of_the_same_file_writes_nothing_and_reconcile_finds_drift(
         .into_iter()
         .find(|u| u["userName"] == "ada@example.com")
         .unwrap();
-    let id = ada["id"].as_str().unwrap().to_string();
     let mut changed = ada.clone();
     changed["title"] = json!("Changed by hand");
-    let put = support::http_client()
-        .put(format!("{}/Users/{id}", s.tenant.base_url()))
-        .bearer_auth(TOKEN)
-        .header("content-type", "application/scim+json")
-        .body(changed.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 200);
+    support::put_user(&s.tenant.base_url(), TOKEN, &changed).await;
     let (code, out, _) = run(reconcile, vec![]).await;
     assert_eq!(code, 1, "{out}");
     let report: Value = serde_json::from_str(&out).unwrap();

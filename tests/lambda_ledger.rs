@@ -157,13 +157,7 @@ async fn bob(scim: &ScimServer) -> Value {
 
 /// Receives the queue's messages (SentTimestamp included), as the event source mapping does.
 async fn batch_event(stack: &Stack) -> Value {
-    let messages = receive(
-        &stack.sdk,
-        &stack.queues.url,
-        Duration::from_secs(1),
-        Duration::from_secs(30),
-    )
-    .await;
+    let messages = stack.receive_batch().await;
     assert!(
         messages.iter().all(|m| m
             .attributes()
@@ -316,20 +310,7 @@ async fn reconcile_reports_drift_and_fixes_it_only_when_asked() {
     let users = list_users(&scim.base_url, &scim.token).await;
     let mut changed = users[0].clone();
     changed["title"] = json!("Changed by hand");
-    let url = format!(
-        "{}/Users/{}",
-        scim.base_url,
-        changed["id"].as_str().unwrap()
-    );
-    let put = support::http_client()
-        .put(&url)
-        .bearer_auth(&scim.token)
-        .header("content-type", "application/scim+json")
-        .body(changed.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 200);
+    support::put_user(&scim.base_url, &scim.token, &changed).await;
 
     let reconcile = json!({"detail-type": "Reconcile", "source": "ops",
                            "detail": {"reconcile": true}});

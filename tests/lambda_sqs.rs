@@ -164,13 +164,7 @@ async fn a_secret_missing_a_field_is_a_clear_error() {
         &producer(json!([{"email": "a@example.com", "first_name": "A", "last_name": "B"}])),
     )
     .await;
-    let messages = receive(
-        &stack.sdk,
-        &stack.queues.url,
-        Duration::from_secs(1),
-        Duration::from_secs(30),
-    )
-    .await;
+    let messages = stack.receive_batch().await;
     assert_eq!(messages[0].message_id(), Some(id.as_str()));
     let err = invoke(&state, sqs_event(&messages, &stack.queues.arn), "req-1")
         .await

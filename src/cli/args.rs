@@ -37,15 +37,23 @@ pub(super) enum Command {
     Reconcile(ReconcileArgs),
 }
 
-/// `reconcile` options.
+/// Where a command reads the credentials (else from `SCIM_CREDENTIALS`).
 #[derive(Debug, Clone, Args)]
-pub struct ReconcileArgs {
+pub struct CredentialArgs {
     /// File holding the credentials secret's JSON.
     #[arg(long, value_name = "FILE", conflicts_with = "secret_id")]
     pub credentials: Option<PathBuf>,
     /// Read the credentials from this AWS Secrets Manager secret (id or ARN).
     #[arg(long, value_name = "ID")]
     pub secret_id: Option<String>,
+}
+
+/// `reconcile` options.
+#[derive(Debug, Clone, Args)]
+pub struct ReconcileArgs {
+    /// Where the credentials come from.
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
     /// The ledger file of `provision --ledger` (drift is judged against what it recorded).
     #[arg(long, value_name = "FILE")]
     pub ledger: Option<PathBuf>,
@@ -139,12 +147,9 @@ pub struct ProvisionArgs {
     /// The CSV file to provision.
     #[arg(long, value_name = "FILE")]
     pub csv: PathBuf,
-    /// File holding the credentials secret's JSON.
-    #[arg(long, value_name = "FILE", conflicts_with = "secret_id")]
-    pub credentials: Option<PathBuf>,
-    /// Read the credentials from this AWS Secrets Manager secret (id or ARN).
-    #[arg(long, value_name = "ID")]
-    pub secret_id: Option<String>,
+    /// Where the credentials come from.
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
     /// Validate, discover the service's limits, look up who exists, print the plan; change nothing.
     #[arg(long)]
     pub dry_run: bool,

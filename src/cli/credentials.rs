@@ -1,5 +1,5 @@
 //! Where `provision` gets its credentials: a file or `SCIM_CREDENTIALS` holding the secret's
-//! JSON (CONTRACT.md), or Secrets Manager. Errors name the field, never a value.
+//! JSON (README, "Credentials secret"), or Secrets Manager. Errors name the field, never a value.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,6 +21,19 @@ pub struct CredentialOptions {
     pub secret_id: Option<String>,
     /// `SCIM_CREDENTIALS` (JSON text).
     pub env_json: Option<String>,
+}
+
+impl CredentialOptions {
+    /// The options of `args`, with `SCIM_CREDENTIALS` from the environment.
+    pub fn of(args: &super::CredentialArgs) -> Self {
+        Self {
+            file: args.credentials.clone(),
+            secret_id: args.secret_id.clone(),
+            env_json: std::env::var("SCIM_CREDENTIALS")
+                .ok()
+                .filter(|v| !v.trim().is_empty()),
+        }
+    }
 }
 
 /// Resolves the options to a credential source: a file first, then a secret id, then the

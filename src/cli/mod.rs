@@ -25,7 +25,8 @@ use clap::Parser;
 
 use args::{Cli, Command};
 pub use args::{
-    DemoArgs, PatchFormArg, ProvisionArgs, ReconcileArgs, UpdateMethodArg, ValidateArgs,
+    CredentialArgs, DemoArgs, PatchFormArg, ProvisionArgs, ReconcileArgs, UpdateMethodArg,
+    ValidateArgs,
 };
 
 pub use summary::RunSummary;

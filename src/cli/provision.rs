@@ -23,14 +23,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs `provision` (or its dry run).
 pub async fn run(args: ProvisionArgs) -> Result<ExitCode, UsageError> {
-    let options = CredentialOptions {
-        file: args.credentials.clone(),
-        secret_id: args.secret_id.clone(),
-        env_json: std::env::var("SCIM_CREDENTIALS")
-            .ok()
-            .filter(|v| !v.trim().is_empty()),
-    };
-    let credentials = credential_source(&options).await?;
+    let credentials = credential_source(&CredentialOptions::of(&args.credentials)).await?;
     let name = args.csv.display().to_string();
     let data = read_file(&args.csv)?;
     let mut input = Input::read(&data, &name).map_err(|e| UsageError(format!("{name}: {e}")))?;

@@ -15,14 +15,7 @@ const LISTING_HORIZON: Duration = Duration::from_secs(3600);
 
 /// Runs `reconcile`: exit 0 without drift, 1 with.
 pub async fn run(args: ReconcileArgs) -> Result<ExitCode, UsageError> {
-    let options = CredentialOptions {
-        file: args.credentials.clone(),
-        secret_id: args.secret_id.clone(),
-        env_json: std::env::var("SCIM_CREDENTIALS")
-            .ok()
-            .filter(|v| !v.trim().is_empty()),
-    };
-    let credentials = credential_source(&options).await?;
+    let credentials = credential_source(&CredentialOptions::of(&args.credentials)).await?;
     let ledger = Arc::new(match &args.ledger {
         Some(path) => MemoryLedger::open(path).map_err(|e| UsageError(e.to_string()))?,
         None => MemoryLedger::new(),

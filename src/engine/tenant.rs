@@ -133,9 +133,8 @@ impl Engine {
             self.patch_form.store(form.to_u8(), Ordering::Relaxed);
         }
         if meta.listed_at.is_none() {
-            let cycle = Cycle::new(self, deadline).for_tenant(Some(tenant.clone()));
-            let listing = cycle
-                .list_tenant(ledger.as_ref(), &tenant)
+            let listing = self
+                .list_into(ledger.as_ref(), &tenant, deadline)
                 .await
                 .map_err(|e| e.to_string())?;
             tracing::info!(
@@ -144,17 +143,28 @@ impl Engine {
                 requests = listing.requests,
                 "listed the tenant into the ledger"
             );
-            let listed = TenantMeta {
-                listed_at: Some(unix_now() * 1000),
-                ..meta
-            };
-            ledger
-                .set_meta(&tenant, &listed)
-                .await
-                .map_err(|e| e.to_string())?;
         }
         ready.insert(tenant.clone());
         Ok(Some(tenant))
+    }
+
+    /// Lists the tenant into `ledger` and notes when (in its meta).
+    async fn list_into(
+        &self,
+        ledger: &dyn Ledger,
+        tenant: &str,
+        deadline: Instant,
+    ) -> Result<Listing, ListingError> {
+        let cycle = Cycle::new(self, deadline).for_tenant(Some(tenant.to_string()));
+        let listing = cycle.list_tenant(ledger, tenant).await?;
+        let store = |e: crate::ledger::LedgerError| ListingError(e.to_string());
+        let meta = ledger.meta(tenant).await.map_err(store)?;
+        let listed = TenantMeta {
+            listed_at: Some(unix_now() * 1000),
+            ..meta
+        };
+        ledger.set_meta(tenant, &listed).await.map_err(store)?;
+        Ok(listing)
     }
 
     /// Lists the tenant again into the ledger and reports drift; changes nothing in the
@@ -170,20 +180,7 @@ impl Engine {
             .map_err(|e| ListingError(e.to_string()))?;
         self.discover().await.map_err(ListingError)?;
         let tenant = crate::ledger::tenant_id(&base_url);
-        let cycle = Cycle::new(self, deadline).for_tenant(Some(tenant.clone()));
-        let listing = cycle.list_tenant(ledger.as_ref(), &tenant).await?;
-        let meta = ledger
-            .meta(&tenant)
-            .await
-            .map_err(|e| ListingError(e.to_string()))?;
-        let listed = TenantMeta {
-            listed_at: Some(unix_now() * 1000),
-            ..meta
-        };
-        ledger
-            .set_meta(&tenant, &listed)
-            .await
-            .map_err(|e| ListingError(e.to_string()))?;
+        let listing = self.list_into(ledger.as_ref(), &tenant, deadline).await?;
         self.listed.lock().await.insert(tenant);
         Ok(listing)
     }

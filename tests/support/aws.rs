@@ -481,6 +481,18 @@ pub async fn start_stack(secret: &str) -> Stack {
 }
 
 impl Stack {
+    /// One receive of the work queue (waiting up to a second, hidden 30 s), system attributes
+    /// included, as the event source mapping gets a batch.
+    pub async fn receive_batch(&self) -> Vec<Message> {
+        receive(
+            &self.sdk,
+            &self.queues.url,
+            Duration::from_secs(1),
+            Duration::from_secs(30),
+        )
+        .await
+    }
+
     /// The function's environment: short retry delays for tests, then `extra` (which wins).
     pub fn function_env(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = [

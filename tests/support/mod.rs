@@ -498,6 +498,31 @@ pub async fn create_user(base_url: &str, token: &str, user_name: &str) -> Value 
     post_user(base_url, token, &scim_user(user_name)).await
 }
 
+/// PUTs a User resource (with its `id`) straight to the server, as an administrator would
+/// change it by hand; panics unless 200.
+#[allow(dead_code)] // not every test file changes users this way
+pub async fn put_user(base_url: &str, token: &str, user: &Value) -> Value {
+    let id = user["id"].as_str().expect("the user's id");
+    let url = format!("{}/Users/{id}", base_url.trim_end_matches('/'));
+    let response = http_client()
+        .put(&url)
+        .bearer_auth(token)
+        .header("content-type", "application/scim+json")
+        .body(user.to_string())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("PUT {url}: {e}"));
+    let status = response.status();
+    let body = response.bytes().await.unwrap_or_default();
+    assert_eq!(
+        status.as_u16(),
+        200,
+        "PUT {url}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    serde_json::from_slice(&body).expect("replaced user is JSON")
+}
+
 /// POSTs a User resource straight to the server (asserting 201); the created resource.
 #[allow(dead_code)] // not every test file seeds users this way
 pub async fn post_user(base_url: &str, token: &str, user: &Value) -> Value {
