@@ -618,16 +618,6 @@ impl Read for Generated {
     }
 }
 
-/// Peak resident memory of this process (VmHWM), in KiB.
-fn peak_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/self/status")
-}
-
 /// 1,000,000 rows (about 70 MB, generated lazily, never on disk) stream through the reader:
 /// every row is validated, counts and editor line numbers are exact, and the peak memory grows
 /// by a few MiB at most, not with the file. The peak is process-wide, so the streaming runs in
@@ -663,7 +653,7 @@ fn stream_a_million_rows() {
     // Reset the peak to the current RSS (Linux: "5" > clear_refs), so the peak measured below is
     // this test's, not an earlier one's; fall back to the current peak as the baseline.
     let _ = std::fs::write("/proc/self/clear_refs", "5");
-    let before = peak_rss_kib();
+    let before = support::peak_rss_kib();
     let started = Instant::now();
     let mut source = CsvSource::new(Generated::new(ROWS)).expect("header");
     assert_eq!(source.unknown_columns(), [] as [String; 0]);
@@ -687,7 +677,7 @@ fn stream_a_million_rows() {
         last_line = row.line;
     }
     let elapsed = started.elapsed();
-    let peak = peak_rss_kib();
+    let peak = support::peak_rss_kib();
 
     // Row i is on line 1 + i + the extra lines of the multi-line records before it.
     let line_of = |i: u64| 1 + i + (1..i).filter(|&j| Generated::multi_line(j)).count() as u64;

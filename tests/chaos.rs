@@ -27,6 +27,7 @@ use support::aws::{
     send, sqs_event, start_stack, Queues, Stack, BUCKET,
 };
 use support::faults::{Fault, FaultProxy};
+use support::hr::{self, Every, Kind, Record, Shape};
 use support::{http_client, list_users, start_scim2_server, ScimOptions};
 
 const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
@@ -61,126 +62,21 @@ fn env_number(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-#[derive(Debug, Clone, PartialEq)]
-enum Kind {
-    Active,
-    Leaver {
-        exists: bool,
-    },
-    Invalid,
-    /// A later row (this line) has the same userName, in any case.
-    Superseded(u64),
-}
-
-#[derive(Debug, Clone)]
-struct Record {
-    line: u64,
-    email: String,
-    first: String,
-    last: String,
-    title: String,
-    employee: String,
-    kind: Kind,
-    /// In the tenant beforehand with stale attributes (and this active flag).
-    stale: Option<bool>,
-}
-
-impl Record {
-    fn key(&self) -> String {
-        self.email.to_lowercase()
-    }
-}
-
 /// The export: `n` people, ~1% invalid rows, leavers (half of them in the tenant), users in the
 /// tenant with stale attributes, and userNames repeated in another case (the last row wins).
 fn hr_export(n: usize) -> (Vec<u8>, Vec<Record>) {
-    let mut records = Vec::new();
-    let mut again = Vec::new();
-    for i in 0..n {
-        let mut r = Record {
-            line: 0,
-            email: format!("c{i:05}@example.com"),
-            first: format!("Given{i}"),
-            last: format!("Family{i}"),
-            title: format!("Agent {}", i % 7),
-            employee: format!("E{i:05}"),
-            kind: Kind::Active,
-            stale: None,
-        };
-        if i % 151 == 13 {
-            r.last.clear();
-            r.kind = Kind::Invalid;
-        } else if i % 199 == 7 {
-            r.email = format!("c{i:05}-at-example.com");
-            r.kind = Kind::Invalid;
-        } else if i % 29 == 3 {
-            r.kind = Kind::Leaver {
-                exists: i % 58 == 3,
-            };
-        } else if i % 13 == 5 {
-            r.stale = Some(i % 26 != 5);
-        }
-        if r.kind == Kind::Active && i % 211 == 17 {
-            // An earlier row in upper case with an older title: superseded by this one.
-            records.push(Record {
-                email: r.email.to_uppercase(),
-                title: "Old Title".into(),
-                ..r.clone()
-            });
-        }
-        if r.kind == Kind::Active && i % 211 == 117 {
-            // The last row, at the end of the file, is in another case and has a new title.
-            again.push(Record {
-                email: format!("C{i:05}@Example.com"),
-                title: "Upper Title".into(),
-                stale: None,
-                ..r.clone()
-            });
-        }
-        records.push(r);
-    }
-    records.extend(again);
-
-    let mut out = csv::WriterBuilder::new()
-        .terminator(csv::Terminator::Any(b'\n'))
-        .from_writer(Vec::new());
-    out.write_record([
-        "email",
-        "first_name",
-        "last_name",
-        "status",
-        "title",
-        "employee_id",
-    ])
-    .expect("header");
-    for (k, r) in records.iter_mut().enumerate() {
-        r.line = k as u64 + 2;
-        let status = match r.kind {
-            Kind::Leaver { .. } => "leaver",
-            _ => "active",
-        };
-        out.write_record([
-            r.email.as_str(),
-            &r.first,
-            &r.last,
-            status,
-            &r.title,
-            &r.employee,
-        ])
-        .expect("row");
-    }
-    let mut last_line: HashMap<String, u64> = HashMap::new();
-    for r in records.iter().filter(|r| r.kind != Kind::Invalid) {
-        last_line.insert(r.key(), r.line);
-    }
-    for r in records.iter_mut() {
-        if let Some(&last) = last_line.get(&r.key()) {
-            if last > r.line && r.kind != Kind::Invalid {
-                r.kind = Kind::Superseded(last);
-            }
-        }
-    }
-    (out.into_inner().expect("csv"), records)
+    hr::export(&Shape {
+        no_last_name: Every::of(151, 13),
+        bad_email: Every::of(199, 7),
+        leavers: Every::of(29, 3),
+        leavers_existing: Every::of(58, 3),
+        stale: Every::of(13, 5),
+        stale_inactive: Every::of(26, 5),
+        repeated_before: Every::of(211, 17),
+        repeated_after: Every::of(211, 117),
+        repeated_after_other_case: true,
+        ..Shape::plain(n, "c")
+    })
 }
 
 /// Puts a user in the tenant with stale attributes, straight to scim2-server.

@@ -15,6 +15,7 @@ use support::aws::{
     s3_put_event, sdk_config_at, send, sqs_event, start_stack, Stack, BUCKET,
 };
 use support::faults::{AwsCall, AwsFault, AwsFaultProxy, Fault, FaultProxy, OAUTH_TOKEN_PATH};
+use support::hr::{self, Every, Kind, Record, Shape};
 use support::{list_users, start_scim2_server, ScimOptions};
 
 /// Runs one invocation with `remaining` time, stopped there as Lambda stops a function
@@ -129,73 +130,14 @@ async fn a_stalling_secret_read_is_given_up_at_the_deadline_and_the_work_deferre
     assert!(scim.users().await.is_empty());
 }
 
-/// What a row of the large file should lead to.
-#[derive(Debug, Clone, PartialEq)]
-enum Kind {
-    /// The last row of its userName: provisioned with this row's values.
-    Last,
-    /// A later row (this line) has the same userName.
-    Superseded(u64),
-    Invalid,
-}
-
-#[derive(Debug, Clone)]
-struct Record {
-    line: u64,
-    email: String,
-    first: String,
-    last: String,
-    title: String,
-    kind: Kind,
-}
-
 /// `n` people, some rows invalid (no last name), and some people again at the very end of the
 /// file with a new title (the earlier row is superseded across any split of the file).
 fn large_export(n: usize) -> (Vec<u8>, Vec<Record>) {
-    let mut records: Vec<Record> = (0..n)
-        .map(|i| Record {
-            line: 0,
-            email: format!("person{i:04}@example.com"),
-            first: format!("Given{i}"),
-            last: if i % 97 == 13 {
-                String::new()
-            } else {
-                format!("Family{i}")
-            },
-            title: "Agent".into(),
-            kind: if i % 97 == 13 {
-                Kind::Invalid
-            } else {
-                Kind::Last
-            },
-        })
-        .collect();
-    let again: Vec<Record> = records
-        .iter()
-        .enumerate()
-        .filter(|(i, r)| i % 150 == 7 && r.kind == Kind::Last)
-        .map(|(_, r)| Record {
-            title: "Senior Agent".into(),
-            ..r.clone()
-        })
-        .collect();
-    records.extend(again);
-    let mut csv = String::from("email,first_name,last_name,title\n");
-    for (i, r) in records.iter_mut().enumerate() {
-        r.line = i as u64 + 2;
-        csv.push_str(&format!("{},{},{},{}\n", r.email, r.first, r.last, r.title));
-    }
-    let mut last_line: HashMap<String, u64> = HashMap::new();
-    for r in records.iter().filter(|r| r.kind == Kind::Last) {
-        last_line.insert(r.email.clone(), r.line);
-    }
-    for r in records.iter_mut() {
-        match last_line.get(&r.email) {
-            Some(&last) if last > r.line && r.kind == Kind::Last => r.kind = Kind::Superseded(last),
-            _ => {}
-        }
-    }
-    (csv.into_bytes(), records)
+    hr::export(&Shape {
+        no_last_name: Every::of(97, 13),
+        repeated_after: Every::of(150, 7),
+        ..Shape::plain(n, "person")
+    })
 }
 
 #[tokio::test]
@@ -280,7 +222,7 @@ async fn a_file_too_large_for_one_invocation_continues_through_the_queue_exactly
             map.entry(name).or_default().push(user);
             map
         });
-    let expected: Vec<&Record> = records.iter().filter(|r| r.kind == Kind::Last).collect();
+    let expected: Vec<&Record> = records.iter().filter(|r| r.kind == Kind::Active).collect();
     for r in &expected {
         let found = by_name.get(&r.email).map(Vec::as_slice).unwrap_or_default();
         assert_eq!(found.len(), 1, "line {}: {} exactly once", r.line, r.email);
@@ -332,7 +274,7 @@ async fn a_file_too_large_for_one_invocation_continues_through_the_queue_exactly
             Kind::Superseded(_) => {
                 assert_eq!(lines_of("duplicate", r.line), 1, "line {}", r.line)
             }
-            Kind::Last => {}
+            Kind::Active | Kind::Leaver { .. } => {}
         }
     }
     let failed: Vec<&Value> = report.iter().filter(|l| l["status"] == "failed").collect();

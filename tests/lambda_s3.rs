@@ -15,135 +15,25 @@ use support::aws::{
     Stack, BUCKET,
 };
 use support::faults::{Fault, FaultProxy};
+use support::hr::{self, Every, Kind, Record, Shape};
 use support::{create_user, list_users, start_scim2_server, ScimOptions};
 
 const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 
-/// What a data row should lead to.
-#[derive(Debug, Clone, PartialEq)]
-enum Kind {
-    Active,
-    /// status leaver; `exists`: the user is in the tenant beforehand.
-    Leaver {
-        exists: bool,
-    },
-    Invalid,
-    /// A later row (this line) has the same userName.
-    Superseded(u64),
-}
-
-#[derive(Debug, Clone)]
-struct Record {
-    line: u64,
-    email: String,
-    first: String,
-    last: String,
-    title: String,
-    department: String,
-    employee: String,
-    kind: Kind,
-}
-
 /// An HR export of `n` people (plus repeated rows) with invalid rows, leavers, duplicate
-/// userNames and a quoted multi-line field, and what each row should lead to.
+/// userNames, HR-style headers with an unknown column and a quoted multi-line field.
 fn hr_export(n: usize) -> (Vec<u8>, Vec<Record>) {
-    let mut records = Vec::new();
-    for i in 0..n {
-        let mut r = Record {
-            line: 0,
-            email: format!("user{i:03}@example.com"),
-            first: format!("Given{i}"),
-            last: format!("Family{i}"),
-            title: "Agent".into(),
-            department: if i == 50 {
-                "Sales, \"EMEA\"\nNorth".into()
-            } else {
-                format!("Dept{}", i % 5)
-            },
-            employee: format!("E{i:05}"),
-            kind: Kind::Active,
-        };
-        if i % 23 == 7 {
-            r.last.clear();
-            r.kind = Kind::Invalid;
-        } else if i % 31 == 11 {
-            r.email = format!("user{i:03}-at-example.com");
-            r.kind = Kind::Invalid;
-        } else if i % 37 == 5 {
-            r.kind = Kind::Invalid; // status "sabbatical"
-        } else if i % 17 == 3 {
-            r.kind = Kind::Leaver {
-                exists: i % 34 == 3,
-            };
-        }
-        records.push((i, r));
-    }
-    // Some active people appear again at the end with a new title: the last row wins.
-    let again: Vec<(usize, Record)> = records
-        .iter()
-        .filter(|(i, r)| i % 40 == 21 && r.kind == Kind::Active)
-        .map(|(i, r)| {
-            (
-                *i,
-                Record {
-                    title: "Senior Agent".into(),
-                    ..r.clone()
-                },
-            )
-        })
-        .collect();
-    records.extend(again);
-
-    let mut out = csv::WriterBuilder::new()
-        .terminator(csv::Terminator::Any(b'\n'))
-        .from_writer(Vec::new());
-    out.write_record([
-        "Email Address",
-        "First Name",
-        "Last Name",
-        "Status",
-        "Job Title",
-        "Department",
-        "Employee ID",
-        "Badge Colour",
-    ])
-    .expect("header");
-    let mut line = 2;
-    for (i, r) in records.iter_mut() {
-        r.line = line;
-        let status = match r.kind {
-            Kind::Leaver { .. } => "leaver",
-            Kind::Invalid if *i % 37 == 5 => "sabbatical",
-            _ if *i % 2 == 0 => "Active",
-            _ => "",
-        };
-        let fields = [
-            &r.email,
-            &r.first,
-            &r.last,
-            status,
-            &r.title,
-            &r.department,
-            &r.employee,
-            "blue",
-        ];
-        out.write_record(fields).expect("row");
-        line += 1 + r.department.matches('\n').count() as u64;
-    }
-    let mut records: Vec<Record> = records.into_iter().map(|(_, r)| r).collect();
-    // Earlier rows of a repeated userName are superseded by the last one.
-    let mut last_line: HashMap<String, u64> = HashMap::new();
-    for r in records.iter().filter(|r| r.kind != Kind::Invalid) {
-        last_line.insert(r.email.clone(), r.line);
-    }
-    for r in records.iter_mut() {
-        if let Some(&last) = last_line.get(&r.email) {
-            if last > r.line && r.kind != Kind::Invalid {
-                r.kind = Kind::Superseded(last);
-            }
-        }
-    }
-    (out.into_inner().expect("csv"), records)
+    hr::export(&Shape {
+        no_last_name: Every::of(23, 7),
+        bad_email: Every::of(31, 11),
+        bad_status: Every::of(37, 5),
+        leavers: Every::of(17, 3),
+        leavers_existing: Every::of(34, 3),
+        repeated_after: Every::of(40, 21),
+        multiline: Some(50),
+        hr_headers: true,
+        ..Shape::plain(n, "user")
+    })
 }
 
 /// Checks the tenant user by user against the file, and the report against its bad rows.
@@ -541,16 +431,6 @@ async fn a_failed_object_leaves_its_report_and_an_error_naming_it() {
     );
 }
 
-/// Peak resident memory of this process (VmHWM), in KiB.
-fn peak_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/self/status")
-}
-
 /// A file of 1,000,000 invalid rows (about 50 MB) through the S3 path: the function's peak
 /// memory stays under the 256 MB it is deployed with, and the report, streamed to S3 in
 /// parts, has one line per row, in file order. The peak is process-wide, so the function runs
@@ -618,7 +498,7 @@ async fn report_a_million_invalid_rows() {
     // Reset the peak to the current RSS (Linux: "5" > clear_refs), so the peak measured below
     // is the invocation's.
     let _ = std::fs::write("/proc/self/clear_refs", "5");
-    let before = peak_rss_kib();
+    let before = support::peak_rss_kib();
     let started = Instant::now();
     // Lambda's longest timeout: this test is about memory, not time.
     let invocation =
@@ -628,7 +508,7 @@ async fn report_a_million_invalid_rows() {
             .await
             .expect("the S3 invocation");
     let elapsed = started.elapsed();
-    let peak = peak_rss_kib();
+    let peak = support::peak_rss_kib();
     eprintln!(
         "1,000,000 invalid rows through the S3 path in {elapsed:.1?}; peak RSS {} MiB (was {} MiB)",
         peak / 1024,

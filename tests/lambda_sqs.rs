@@ -10,8 +10,8 @@ use scim_bulk_provisioner::lambda::HandlerError;
 use scim_bulk_provisioner::queue::retry_message::RetryMessage;
 use serde_json::{json, Value};
 use support::aws::{
-    batch_failures, bearer_secret, invoke, pump_in_process, put_object, receive, report_lines,
-    s3_put_event, send, sqs, sqs_event, start_stack, BUCKET,
+    batch_failures, bearer_secret, invoke, put_object, receive, report_lines, s3_put_event, send,
+    sqs, sqs_event, start_stack, BUCKET,
 };
 use support::faults::{Fault, FaultProxy};
 use support::{find_user, list_users, start_scim2_server, ScimOptions};
@@ -119,18 +119,7 @@ async fn producer_messages_survive_faults_through_the_queue() {
     proxy.inject_times("POST", "/Bulk", Fault::status(503), 3);
     proxy.inject("POST", "/Bulk", Fault::throttled("1"));
     proxy.inject("POST", "/Bulk", Fault::AppliedButFailed);
-    let pumped = pump_in_process(
-        &stack.sdk,
-        &stack.queues,
-        &state,
-        Duration::from_secs(2),
-        Duration::from_secs(60),
-    )
-    .await;
-    assert!(
-        pumped.errors.is_empty() && pumped.failures.is_empty(),
-        "{pumped:?}"
-    );
+    let pumped = support::aws::drain(&stack, &state, Duration::from_secs(60)).await;
     assert!(
         pumped.invocations > 1,
         "retries went through the queue: {pumped:?}"
@@ -259,18 +248,7 @@ async fn a_row_too_large_for_any_message_is_reported_failed_and_the_rest_goes() 
         "{reason}"
     );
 
-    let pumped = pump_in_process(
-        &stack.sdk,
-        &stack.queues,
-        &state,
-        Duration::from_secs(2),
-        Duration::from_secs(60),
-    )
-    .await;
-    assert!(
-        pumped.errors.is_empty() && pumped.failures.is_empty(),
-        "{pumped:?}"
-    );
+    support::aws::drain(&stack, &state, Duration::from_secs(60)).await;
     let users = list_users(&scim.base_url, &scim.token).await;
     let mut names: Vec<&str> = users
         .iter()
@@ -335,18 +313,7 @@ async fn the_queue_s_own_message_size_limit_is_read_and_respected() {
         reason.contains("HTTP 503") && reason.contains("more than the 258048 bytes"),
         "{reason}"
     );
-    let pumped = pump_in_process(
-        &stack.sdk,
-        &stack.queues,
-        &state,
-        Duration::from_secs(2),
-        Duration::from_secs(60),
-    )
-    .await;
-    assert!(
-        pumped.errors.is_empty() && pumped.failures.is_empty(),
-        "{pumped:?}"
-    );
+    support::aws::drain(&stack, &state, Duration::from_secs(60)).await;
     let users = list_users(&scim.base_url, &scim.token).await;
     assert_eq!(users.len(), 1, "{users:#?}");
     assert!(find_user(&users, "after@example.com").is_some());

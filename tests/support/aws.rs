@@ -413,6 +413,28 @@ pub async fn pump_in_process(
     pumped
 }
 
+/// [`pump_in_process`] until the work queue is empty (within `limit`), checking that no
+/// invocation failed and no message was listed for redelivery.
+pub async fn drain(
+    stack: &Stack,
+    state: &scim_bulk_provisioner::lambda::State,
+    limit: Duration,
+) -> Pumped {
+    let pumped = pump_in_process(
+        &stack.sdk,
+        &stack.queues,
+        state,
+        Duration::from_secs(2),
+        limit,
+    )
+    .await;
+    assert!(
+        pumped.errors.is_empty() && pumped.failures.is_empty(),
+        "{pumped:?}"
+    );
+    pumped
+}
+
 /// Deletes the messages of a batch except those in `keep`, as the event source mapping does
 /// with the ids a partial batch response lists.
 pub async fn delete_all_but(sdk: &SdkConfig, url: &str, batch: &[Message], keep: &HashSet<String>) {

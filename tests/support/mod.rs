@@ -13,6 +13,7 @@
 pub mod aws;
 pub mod engine;
 pub mod faults;
+pub mod hr;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -359,6 +360,17 @@ fn case_exact_schemas(dir: &Path) -> PathBuf {
     let path = dir.join("schemas.json");
     std::fs::write(&path, schemas.to_string()).expect("cannot write schemas");
     path
+}
+
+/// Peak resident memory of this process (VmHWM), in KiB.
+#[allow(dead_code)] // only the memory checks use it
+pub fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/self/status")
 }
 
 /// A running moto_server (S3, SQS, Secrets Manager, ... all at one endpoint).
