@@ -628,24 +628,7 @@ fn a_million_rows_stream_with_flat_memory() {
     if std::env::var_os(CHILD).is_some() {
         return stream_a_million_rows();
     }
-    let out = std::process::Command::new(std::env::current_exe().expect("the test binary"))
-        .args([
-            "--exact",
-            "a_million_rows_stream_with_flat_memory",
-            "--test-threads=1",
-            "--nocapture",
-        ])
-        .env(CHILD, "1")
-        .output()
-        .expect("run the child");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    eprintln!("{stderr}");
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(
-        stdout.contains("1 passed"),
-        "the child ran the test: {stdout}"
-    );
+    support::run_alone_in_child("a_million_rows_stream_with_flat_memory", CHILD);
 }
 
 fn stream_a_million_rows() {

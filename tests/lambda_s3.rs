@@ -446,24 +446,7 @@ fn a_million_invalid_rows_are_reported_within_256_mb() {
             .expect("runtime");
         return runtime.block_on(report_a_million_invalid_rows());
     }
-    let out = std::process::Command::new(std::env::current_exe().expect("the test binary"))
-        .args([
-            "--exact",
-            "a_million_invalid_rows_are_reported_within_256_mb",
-            "--test-threads=1",
-            "--nocapture",
-        ])
-        .env(CHILD, "1")
-        .output()
-        .expect("run the child");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    eprintln!("{stderr}");
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(
-        stdout.contains("1 passed"),
-        "the child ran the test: {stdout}"
-    );
+    support::run_alone_in_child("a_million_invalid_rows_are_reported_within_256_mb", CHILD);
 }
 
 async fn report_a_million_invalid_rows() {

@@ -37,6 +37,20 @@ pub(super) enum Command {
     Reconcile(ReconcileArgs),
 }
 
+/// What a provisioning command writes: the report, the summary's form, progress.
+#[derive(Debug, Clone, Args)]
+pub struct OutputArgs {
+    /// Write the JSON Lines report (invalid, skipped and failed rows) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
 /// Where a command reads the credentials (else from `SCIM_CREDENTIALS`).
 #[derive(Debug, Clone, Args)]
 pub struct CredentialArgs {
@@ -94,15 +108,9 @@ pub struct DemoArgs {
     /// Seed of the tenant's ids and injected failures, and of the backoff jitter.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
-    /// Write the JSON Lines report (invalid, skipped and failed rows) to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub report: Option<PathBuf>,
-    /// Print the summary as JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// No progress output.
-    #[arg(long, short)]
-    pub quiet: bool,
+    /// Where the outcome goes.
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// The tenant compares userNames case-sensitively (uniqueness and filter), as some do.
     #[arg(long)]
     pub case_sensitive: bool,
@@ -153,15 +161,9 @@ pub struct ProvisionArgs {
     /// Validate, discover the service's limits, look up who exists, print the plan; change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Write the JSON Lines report (invalid, skipped and failed rows) to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub report: Option<PathBuf>,
-    /// Print the summary as JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// No progress output.
-    #[arg(long, short)]
-    pub quiet: bool,
+    /// Where the outcome goes.
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// Requests per minute to the service at most (default: unlimited).
     #[arg(long, value_name = "N")]
     pub requests_per_minute: Option<u32>,

@@ -92,7 +92,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, UsageError> {
         .map_err(|e| UsageError(format!("cannot seed the embedded tenant: {}", e.detail)))?;
     let engine = engine(&args, &tenant, &token)?;
     let existing = tenant.users().len();
-    if !args.quiet {
+    if !args.output.quiet {
         eprintln!("{}", intro(&args, &tenant, &input, existing));
     }
 
@@ -101,7 +101,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, UsageError> {
     for operation in &input.operations {
         queue.push(operation.clone(), Duration::ZERO);
     }
-    let progress = Progress::new(input.rows, args.quiet);
+    let progress = Progress::new(input.rows, args.output.quiet);
     let pre_settled = (input.invalid.len() + input.superseded.len()) as u64;
     let settings = RunSettings {
         batch: BATCH,
@@ -126,12 +126,12 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, UsageError> {
             summary.counts.created,
         )
     };
-    if let Some(path) = &args.report {
+    if let Some(path) = &args.output.report {
         let mut report = input.report_lines();
         report.extend(drained.report);
         write_report(path, &report)?;
     }
-    if args.json {
+    if args.output.json {
         let json = DemoJson {
             summary: &summary,
             tenant: tenant_json(&tenant, existing, stats),

@@ -113,10 +113,10 @@ pub async fn run(
     }
     plan.skips = group(skips);
     plan.unknown_reasons = group(unknown);
-    if let Some(path) = &args.report {
+    if let Some(path) = &args.output.report {
         write_report(path, &input.report_lines())?;
     }
-    if args.json {
+    if args.output.json {
         // A struct of strings and numbers always serializes.
         println!(
             "{}",

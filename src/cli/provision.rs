@@ -49,7 +49,7 @@ pub async fn run(args: ProvisionArgs) -> Result<ExitCode, UsageError> {
     for operation in &input.operations {
         queue.push(operation.clone(), Duration::ZERO);
     }
-    let progress = Progress::new(input.rows, args.quiet);
+    let progress = Progress::new(input.rows, args.output.quiet);
     let settings = RunSettings {
         batch: args.batch.max(1),
         cycle,
@@ -68,10 +68,10 @@ pub async fn run(args: ProvisionArgs) -> Result<ExitCode, UsageError> {
     let mut report = input.report_lines();
     report.extend(drained.report);
     report.extend(summary.stop_line(&name));
-    if let Some(path) = &args.report {
+    if let Some(path) = &args.output.report {
         write_report(path, &report)?;
     }
-    if args.json {
+    if args.output.json {
         // A struct of strings and numbers always serializes.
         println!(
             "{}",
@@ -79,14 +79,14 @@ pub async fn run(args: ProvisionArgs) -> Result<ExitCode, UsageError> {
         );
     } else {
         print!("{}", summary.table());
-        match (&args.report, report.is_empty()) {
+        match (&args.output.report, report.is_empty()) {
             (Some(path), _) => println!("Report: {} line(s) in {}", report.len(), path.display()),
             (None, false) => println!("Add --report FILE to get every skipped, failed or invalid row with its line and reason."),
             (None, true) => {}
         }
     }
     if let Some(why) = stopped {
-        let known = match &args.report {
+        let known = match &args.output.report {
             Some(path) => format!("; what was done until then is in {}", path.display()),
             None => String::new(),
         };

@@ -362,6 +362,26 @@ fn case_exact_schemas(dir: &Path) -> PathBuf {
     path
 }
 
+/// Runs test `name` of this test binary again, alone, in a child process with `marker` set in
+/// its environment (the test then does its work instead of spawning): for measurements that
+/// are process-wide, such as peak memory. Panics unless the child ran it and it passed.
+#[allow(dead_code)] // only the memory checks use it
+pub fn run_alone_in_child(name: &str, marker: &str) {
+    let out = Command::new(std::env::current_exe().expect("the test binary"))
+        .args(["--exact", name, "--test-threads=1", "--nocapture"])
+        .env(marker, "1")
+        .output()
+        .expect("run the child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stderr}");
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("1 passed"),
+        "the child ran the test: {stdout}"
+    );
+}
+
 /// Peak resident memory of this process (VmHWM), in KiB.
 #[allow(dead_code)] // only the memory checks use it
 pub fn peak_rss_kib() -> u64 {
