@@ -63,7 +63,7 @@ pub struct Engine {
     ledger: Option<Arc<dyn Ledger>>,
     /// Tenants known to be listed in the ledger (checked once per process).
     listed: tokio::sync::Mutex<HashSet<String>>,
-    /// The deactivation PATCH form to try first ([`tenant::PatchForm`]).
+    /// The deactivation PATCH form to try first ([`crate::scim::patch::PatchForm`]).
     patch_form: AtomicU8,
 }
 

@@ -11,12 +11,12 @@ use super::classify::{failure_detail, is_retryable};
 use super::cycle::Cycle;
 use super::decide::{decide, Decision, Rules, NOTHING_TO_DEACTIVATE, SUPERSEDED};
 use super::reads::{FetchResult, LookupResult};
-use super::tenant::PatchForm;
 use super::UpdateMethod;
 use crate::ledger::Confirmed;
 use crate::mask::mask_email;
 use crate::operation::{Operation, Outcome};
 use crate::scim::managed::{merge_into, patch_operations, Managed};
+use crate::scim::patch::{deactivation, PatchForm};
 use crate::scim::request::{Document, SubOp, SubReply, SubResult, Verb};
 use crate::scim::resource::Lookup;
 use crate::scim::schema::PATCH_OP;
@@ -418,14 +418,6 @@ fn user_path(id: &str) -> String {
 
 fn put_body(resource: &Value, op: &Operation) -> Document {
     Document::from_value(&merge_into(resource, &op.user))
-}
-
-fn deactivation(form: PatchForm) -> Document {
-    let operation = match form {
-        PatchForm::Path => json!({"op": "replace", "path": "active", "value": false}),
-        PatchForm::Value => json!({"op": "replace", "value": {"active": false}}),
-    };
-    Document::from_value(&json!({"schemas": [PATCH_OP], "Operations": [operation]}))
 }
 
 fn permanent(reply: &SubReply) -> Outcome {

@@ -14,6 +14,7 @@ use crate::ledger::{Claim, Confirmed, Ledger, Refusal, TenantMeta, UserEntry};
 use crate::mask::mask_email;
 use crate::operation::{unix_now, Operation};
 use crate::scim::managed::Managed;
+use crate::scim::patch::PatchForm;
 use crate::scim::request::SubResult;
 use crate::user::user_name_key;
 
@@ -29,56 +30,6 @@ const WAIT_AT_MOST: Duration = Duration::from_secs(5);
 
 /// Pages a listing reads at most (a server that never ends its pages must not hold a cycle).
 const MAX_PAGES: u64 = 100_000;
-
-/// The two ways of deactivating with PATCH; servers accept one or the other.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PatchForm {
-    /// `{"op":"replace","path":"active","value":false}`.
-    Path,
-    /// `{"op":"replace","value":{"active":false}}`.
-    Value,
-}
-
-impl PatchForm {
-    /// The form to try when this one is refused.
-    pub fn other(self) -> Self {
-        match self {
-            PatchForm::Path => PatchForm::Value,
-            PatchForm::Value => PatchForm::Path,
-        }
-    }
-
-    /// Its name in the ledger.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PatchForm::Path => "path",
-            PatchForm::Value => "value",
-        }
-    }
-
-    fn parse(text: &str) -> Option<Self> {
-        match text {
-            "path" => Some(PatchForm::Path),
-            "value" => Some(PatchForm::Value),
-            _ => None,
-        }
-    }
-
-    pub(super) fn to_u8(self) -> u8 {
-        match self {
-            PatchForm::Path => 0,
-            PatchForm::Value => 1,
-        }
-    }
-
-    pub(super) fn from_u8(n: u8) -> Self {
-        if n == 1 {
-            PatchForm::Value
-        } else {
-            PatchForm::Path
-        }
-    }
-}
 
 /// What a listing of the tenant found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

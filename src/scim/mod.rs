@@ -10,6 +10,7 @@ pub mod http;
 pub mod json;
 pub mod list;
 pub mod managed;
+pub mod patch;
 pub mod request;
 pub mod resource;
 pub mod schema;

@@ -82,7 +82,7 @@ pub struct Quirks {
     pub refused_patch: Option<PatchForm>,
 }
 
-pub use crate::engine::tenant::PatchForm;
+pub use crate::scim::patch::PatchForm;
 
 /// Faults injected at random (seeded by [`TenantConfig::seed`]) on top of the rate limit; each
 /// fraction is between 0.0 and 1.0 (outside it, or NaN, counts as 0 or 1).
