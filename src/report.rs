@@ -1,5 +1,5 @@
 //! Report lines: every invalid row and every permanently failed or exhausted operation,
-//! written as JSON Lines (CONTRACT.md: `source`, `row`, `user_name`, `status`, `reason`).
+//! written as JSON Lines (README, "Results": `source`, `row`, `user_name`, `status`, `reason`).
 
 use serde::{Deserialize, Serialize};
 

@@ -8,7 +8,7 @@ use futures_util::future::BoxFuture;
 
 use crate::scim::credentials::{CredentialSource, Credentials, CredentialsError};
 
-/// A [`CredentialSource`] reading one secret's `SecretString` (JSON, CONTRACT.md).
+/// A [`CredentialSource`] reading one secret's `SecretString` (JSON, README "Credentials secret").
 pub struct SecretsManagerSource {
     client: Client,
     secret_id: String,

@@ -1,4 +1,4 @@
-//! The function's settings, read from its environment (CONTRACT.md, "Function environment").
+//! The function's settings, read from its environment (README, "Function environment").
 
 use std::time::Duration;
 
@@ -97,7 +97,7 @@ impl FunctionConfig {
             ledger_table: env.text("LEDGER_TABLE"),
             retry: RetryPolicy {
                 base: Duration::from_secs(base),
-                // SQS cannot delay a message longer than 900 s (CONTRACT.md).
+                // SQS cannot delay a message longer than 900 s (README, "Function environment").
                 cap: Duration::from_secs(cap).min(MAX_DELAY),
                 max_attempts: u32::try_from(max_attempts).unwrap_or(u32::MAX),
             },

@@ -1,4 +1,4 @@
-//! Credentials for the SCIM service, parsed from the secret's JSON (CONTRACT.md), and where they come from.
+//! Credentials for the SCIM service, parsed from the secret's JSON (README, "Credentials secret"), and where they come from.
 
 use std::fmt;
 
