@@ -47,6 +47,16 @@ async fn conformance(ledger: Arc<dyn Ledger>) {
         (first.active, first.managed, first.applied_at),
         (Some(true), false, None)
     );
+    // externalId is a secondary key.
+    let externals = ["x-u001@example.com".to_string(), "x-nobody".to_string()];
+    let by_external = ledger.find_external(TENANT, &externals).await.unwrap();
+    assert_eq!(by_external.len(), 1, "{by_external:?}");
+    assert_eq!(by_external["x-u001@example.com"].key, keys[1]);
+    assert!(ledger
+        .find_external("https://other.example", &externals)
+        .await
+        .unwrap()
+        .is_empty());
     // Another tenant sees none of them.
     assert!(ledger
         .get("https://other.example", &keys)
@@ -62,6 +72,9 @@ async fn conformance(ledger: Arc<dyn Ledger>) {
     relisted.external_id = None;
     ledger.confirm(TENANT, &[relisted], false).await.unwrap();
     let again = &ledger.get(TENANT, &keys[..1]).await.unwrap()[&keys[0]];
+    // The user no longer holds its old externalId: it is not found by it.
+    let old = ["x-u000@example.com".to_string()];
+    assert!(ledger.find_external(TENANT, &old).await.unwrap().is_empty());
     assert!(again.managed);
     assert_eq!(again.fingerprint.as_deref(), Some("fp-drifted"));
     // A listing says nothing of what was asked: the recorded one stays.

@@ -485,3 +485,38 @@ async fn an_older_operation_never_overwrites_a_newer_one() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_user_whose_user_name_changed_is_found_by_external_id_and_renamed() {
+    let server = start_scim2_server(ScimOptions::default()).await;
+    let mut before = admin_owned("Old.Name@Example.com");
+    before["externalId"] = json!("HR-0042");
+    post_user(&server.base_url, &server.token, &before).await;
+    let ledger = Arc::new(MemoryLedger::new());
+    let engine = ledger_engine(
+        &server.base_url,
+        &server.token,
+        EngineConfig::default(),
+        ledger.clone(),
+    );
+    let mut renamed = user("new.name@example.com", "Agent");
+    renamed.external_id = Some("HR-0042".into());
+    let report = cycle(&engine, vec![op(renamed.clone())]).await;
+    assert_eq!(kinds(&report), ["updated"], "{:?}", report.results);
+    let users = server.users().await;
+    assert_eq!(users.len(), 1, "renamed, not created again: {users:?}");
+    assert_eq!(users[0]["userName"], "new.name@example.com");
+    assert_eq!(
+        users[0]["nickName"], "Countess",
+        "what the administrator set is kept"
+    );
+    // The ledger knows the user by its new userName only; a rerun leaves it unchanged.
+    let tenant = scim_bulk_provisioner::ledger::tenant_id(&server.base_url);
+    let old = ledger
+        .get(&tenant, &["old.name@example.com".into()])
+        .await
+        .unwrap();
+    assert!(old.values().all(|e| e.id.is_none()), "{old:?}");
+    let report = cycle(&engine, vec![op(renamed)]).await;
+    assert_eq!(kinds(&report), ["unchanged"]);
+}

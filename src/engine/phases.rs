@@ -54,6 +54,15 @@ impl Cycle<'_> {
             .iter()
             .map(|&k| (k, decide(&ops[k], entries.get(&ops[k].user.key()), rules)))
             .collect();
+        let renamed = match self.match_external_ids(ops, &mut plan).await {
+            Ok(renamed) => renamed,
+            Err(reason) => {
+                for &k in &live {
+                    outcomes[k] = Some(self.retry(&ops[k], None, &reason, None));
+                }
+                return self.finish(ops, outcomes);
+            }
+        };
         let claims = match self.claim(ops, &entries, &mut plan).await {
             Ok(claims) => claims,
             Err(reason) => {
@@ -228,6 +237,10 @@ impl Cycle<'_> {
                         (resource, _) => resource.clone(),
                     };
                     confirmed.push(confirmation(op, &write.id, holds.as_ref()));
+                    // Known by another userName until now: that entry is this user's no more.
+                    if let Some(old) = renamed.get(&write.key) {
+                        self.forget(std::slice::from_ref(old)).await;
+                    }
                     if write.deactivate {
                         Outcome::Deactivated { id: write.id }
                     } else {

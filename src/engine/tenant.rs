@@ -242,6 +242,43 @@ impl Cycle<'_> {
         ledger.get(tenant, &keys).await.map_err(|e| e.to_string())
     }
 
+    /// Operations that would create a user the ledger knows under another userName by its
+    /// `externalId` (the person's userName changed) update that user instead; returns the
+    /// renamed operations with the userName key they were known by.
+    pub(super) async fn match_external_ids(
+        &self,
+        ops: &[Operation],
+        plan: &mut [(usize, Decision)],
+    ) -> Result<HashMap<usize, String>, String> {
+        let (Some(ledger), Some(tenant)) = (&self.engine.ledger, &self.tenant) else {
+            return Ok(HashMap::new());
+        };
+        let wanted: Vec<String> = plan
+            .iter()
+            .filter(|(_, d)| matches!(d, Decision::Create))
+            .filter_map(|(k, _)| ops[*k].user.external_id.clone())
+            .collect();
+        if wanted.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let found = ledger
+            .find_external(tenant, &wanted)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut renamed = HashMap::new();
+        for (k, decision) in plan.iter_mut() {
+            let user = &ops[*k].user;
+            let known = user.external_id.as_ref().and_then(|x| found.get(x));
+            if let (Decision::Create, Some(entry)) = (&decision, known) {
+                if let Some(id) = entry.id.clone().filter(|_| entry.key != user.key()) {
+                    renamed.insert(*k, entry.key.clone());
+                    *decision = Decision::Update { id };
+                }
+            }
+        }
+        Ok(renamed)
+    }
+
     /// Claims the users of the operations that will act, in source-time order, holding them
     /// until the cycle's deadline: an operation whose claim loses to a newer one becomes
     /// [`Decision::Superseded`]; one that finds an older operation still holding its user

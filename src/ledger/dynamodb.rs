@@ -202,6 +202,20 @@ impl DynamoLedger {
             .map_err(|e| self.error("written", e.to_string()))
     }
 
+    /// The `ext#<externalId>` item pointing at the user, when it has an externalId.
+    fn external_pointer(&self, tenant: &str, c: &Confirmed) -> Result<Option<Update>, LedgerError> {
+        let Some(external) = &c.external_id else {
+            return Ok(None);
+        };
+        self.update(Self::key(tenant, format!("ext#{external}")))
+            .update_expression("SET #user = :user")
+            .expression_attribute_names("#user", "user")
+            .expression_attribute_values(":user", s(&c.key))
+            .build()
+            .map(Some)
+            .map_err(|e| self.error("written", e.to_string()))
+    }
+
     fn update(&self, key: Item) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {
         Update::builder().table_name(&self.table).set_key(Some(key))
     }
@@ -276,6 +290,40 @@ impl Ledger for DynamoLedger {
         })
     }
 
+    fn find_external<'a>(
+        &'a self,
+        tenant: &'a str,
+        external_ids: &'a [String],
+    ) -> BoxFuture<'a, Result<HashMap<String, UserEntry>, LedgerError>> {
+        Box::pin(async move {
+            let mut keys_of: HashMap<String, String> = HashMap::new();
+            for chunk in external_ids.chunks(GET_BATCH) {
+                let request = chunk
+                    .iter()
+                    .map(|x| Self::key(tenant, format!("ext#{x}")))
+                    .collect();
+                for item in self.batch_get(request).await? {
+                    let sk = text(&item, "sk");
+                    let external = sk.as_deref().and_then(|sk| sk.strip_prefix("ext#"));
+                    if let (Some(external), Some(key)) = (external, text(&item, "user")) {
+                        keys_of.insert(external.to_string(), key);
+                    }
+                }
+            }
+            let keys: Vec<String> = keys_of.values().cloned().collect();
+            let users = self.get(tenant, &keys).await?;
+            // The user must still hold that externalId: the pointer may be older than a change.
+            Ok(keys_of
+                .into_iter()
+                .filter_map(|(external, key)| {
+                    let entry = users.get(&key)?;
+                    let holds = entry.external_id.as_deref() == Some(external.as_str());
+                    (holds && entry.id.is_some()).then(|| (external, entry.clone()))
+                })
+                .collect())
+        })
+    }
+
     fn claim<'a>(
         &'a self,
         tenant: &'a str,
@@ -342,6 +390,9 @@ impl Ledger for DynamoLedger {
                     true,
                     Some(claim),
                 )?);
+                if let Some(c) = confirmed {
+                    updates.extend(self.external_pointer(tenant, c)?);
+                }
             }
             // A claim taken over since is not this one's to settle: its condition fails.
             self.update_each(updates).await.map(|_| ())
@@ -358,6 +409,7 @@ impl Ledger for DynamoLedger {
             let mut updates = Vec::with_capacity(users.len());
             for c in users {
                 updates.push(self.record(tenant, &c.key, Some(c), managed, None)?);
+                updates.extend(self.external_pointer(tenant, c)?);
             }
             // No conditions: nothing can fail but the call itself.
             self.update_each(updates).await.map(|_| ())

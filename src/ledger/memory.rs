@@ -145,6 +145,26 @@ impl Ledger for MemoryLedger {
         Box::pin(future::ready(Ok(found)))
     }
 
+    fn find_external<'a>(
+        &'a self,
+        tenant: &'a str,
+        external_ids: &'a [String],
+    ) -> BoxFuture<'a, Result<HashMap<String, UserEntry>, LedgerError>> {
+        let tenants = self.lock();
+        let mut found = HashMap::new();
+        if let Some(t) = tenants.get(tenant) {
+            for (key, user) in &t.users {
+                match &user.external_id {
+                    Some(external) if user.id.is_some() && external_ids.contains(external) => {
+                        found.insert(external.clone(), user.entry(key));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Box::pin(future::ready(Ok(found)))
+    }
+
     fn claim<'a>(
         &'a self,
         tenant: &'a str,

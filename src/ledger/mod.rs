@@ -118,6 +118,14 @@ pub trait Ledger: Send + Sync {
         keys: &'a [String],
     ) -> BoxFuture<'a, Result<HashMap<String, UserEntry>, LedgerError>>;
 
+    /// The entries of the users with these `externalId`s (a secondary key: a user whose
+    /// userName changed is found by it), by externalId.
+    fn find_external<'a>(
+        &'a self,
+        tenant: &'a str,
+        external_ids: &'a [String],
+    ) -> BoxFuture<'a, Result<HashMap<String, UserEntry>, LedgerError>>;
+
     /// Claims each user for its operation, atomically per user, holding it until `hold_until`
     /// (ms since the Unix epoch; the clock reads `now`). A claim is granted when no newer
     /// operation was applied or claimed and no older one holds the user (a claim of the same
