@@ -520,3 +520,40 @@ async fn a_user_whose_user_name_changed_is_found_by_external_id_and_renamed() {
     let report = cycle(&engine, vec![op(renamed)]).await;
     assert_eq!(kinds(&report), ["unchanged"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_that_cannot_be_read_sends_nothing_and_retries_everything() {
+    use scim_bulk_provisioner::ledger::dynamodb::DynamoLedger;
+    use support::faults::{AwsCall, AwsFault, AwsFaultProxy};
+    let server = start_scim2_server(ScimOptions::default()).await;
+    let moto = support::start_moto().await;
+    let sdk = support::aws::sdk_config(&moto).await;
+    support::aws::create_ledger_table(&sdk, "ledger").await;
+    let proxy = AwsFaultProxy::start(&moto.endpoint);
+    let through = support::aws::sdk_config_at(&proxy.url).await;
+    let ledger = Arc::new(DynamoLedger::new(
+        support::aws::dynamodb(&through),
+        "ledger",
+    ));
+    let engine = ledger_engine(
+        &server.base_url,
+        &server.token,
+        EngineConfig::default(),
+        ledger,
+    );
+    // The tenant is listed (first contact), then every read of the users' entries fails.
+    proxy.inject_always(AwsCall::target("BatchGetItem"), AwsFault::internal_error());
+    let ops = vec![
+        op(user("a@example.com", "Agent")),
+        op(user("b@example.com", "Agent")),
+    ];
+    let report = cycle(&engine, ops).await;
+    assert_eq!(kinds(&report), ["retry", "retry"], "{:?}", report.results);
+    for result in &report.results {
+        match &result.outcome {
+            Outcome::Retry { reason, .. } => assert!(reason.contains("ledger"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(server.users().await.is_empty(), "nothing was sent");
+}

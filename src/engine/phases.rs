@@ -41,14 +41,16 @@ impl Cycle<'_> {
             filter_supported: limits.filter,
         };
         let live: Vec<usize> = (0..ops.len()).filter(|&k| outcomes[k].is_none()).collect();
+        // The ledger could not be read or written: nothing was sent, every operation retries.
+        let unreachable = |reason: String, mut outcomes: Vec<Option<Outcome>>| {
+            for &k in &live {
+                outcomes[k] = Some(self.retry(&ops[k], None, &reason, None));
+            }
+            self.finish(ops, outcomes)
+        };
         let entries = match self.entries(ops, &live).await {
             Ok(entries) => entries,
-            Err(reason) => {
-                for &k in &live {
-                    outcomes[k] = Some(self.retry(&ops[k], None, &reason, None));
-                }
-                return self.finish(ops, outcomes);
-            }
+            Err(reason) => return unreachable(reason, outcomes),
         };
         let mut plan: Vec<(usize, Decision)> = live
             .iter()
@@ -56,21 +58,11 @@ impl Cycle<'_> {
             .collect();
         let renamed = match self.match_external_ids(ops, &mut plan).await {
             Ok(renamed) => renamed,
-            Err(reason) => {
-                for &k in &live {
-                    outcomes[k] = Some(self.retry(&ops[k], None, &reason, None));
-                }
-                return self.finish(ops, outcomes);
-            }
+            Err(reason) => return unreachable(reason, outcomes),
         };
         let claims = match self.claim(ops, &entries, &mut plan).await {
             Ok(claims) => claims,
-            Err(reason) => {
-                for &k in &live {
-                    outcomes[k] = Some(self.retry(&ops[k], None, &reason, None));
-                }
-                return self.finish(ops, outcomes);
-            }
+            Err(reason) => return unreachable(reason, outcomes),
         };
 
         let mut confirmed = Vec::new();
