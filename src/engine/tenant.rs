@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::cycle::Cycle;
 use super::decide::Decision;
 use super::Engine;
-use crate::ledger::{Claim, Confirmed, Ledger, Refusal, TenantMeta, UserEntry};
+use crate::ledger::{Claim, Confirmed, Ledger, LedgerError, Refusal, TenantMeta, UserEntry};
 use crate::mask::mask_email;
 use crate::operation::{unix_now, Operation};
 use crate::scim::managed::Managed;
@@ -108,13 +108,11 @@ impl Engine {
     ) -> Result<Listing, ListingError> {
         let cycle = Cycle::new(self, deadline).for_tenant(Some(tenant.to_string()));
         let listing = cycle.list_tenant(ledger, tenant).await?;
-        let store = |e: crate::ledger::LedgerError| ListingError(e.to_string());
-        let meta = ledger.meta(tenant).await.map_err(store)?;
-        let listed = TenantMeta {
-            listed_at: Some(unix_now() * 1000),
-            ..meta
-        };
-        ledger.set_meta(tenant, &listed).await.map_err(store)?;
+        update_meta(ledger, tenant, |meta| {
+            meta.listed_at = Some(unix_now() * 1000)
+        })
+        .await
+        .map_err(|e| ListingError(e.to_string()))?;
         Ok(listing)
     }
 
@@ -389,16 +387,7 @@ impl Cycle<'_> {
             return;
         };
         self.engine.listed.lock().await.remove(tenant);
-        let result = match ledger.meta(tenant).await {
-            Ok(meta) => {
-                let meta = TenantMeta {
-                    listed_at: None,
-                    ..meta
-                };
-                ledger.set_meta(tenant, &meta).await
-            }
-            Err(error) => Err(error),
-        };
+        let result = update_meta(ledger.as_ref(), tenant, |meta| meta.listed_at = None).await;
         if let Err(error) = result {
             tracing::warn!(%error, "the tenant could not be marked to be listed again");
         }
@@ -421,20 +410,24 @@ impl Cycle<'_> {
         let (Some(ledger), Some(tenant)) = (&self.engine.ledger, &self.tenant) else {
             return;
         };
-        let result = match ledger.meta(tenant).await {
-            Ok(meta) => {
-                let meta = TenantMeta {
-                    patch_form: Some(form.as_str().to_string()),
-                    ..meta
-                };
-                ledger.set_meta(tenant, &meta).await
-            }
-            Err(error) => Err(error),
-        };
+        let name = form.as_str().to_string();
+        let result =
+            update_meta(ledger.as_ref(), tenant, |meta| meta.patch_form = Some(name)).await;
         if let Err(error) = result {
             tracing::warn!(%error, "the PATCH form that works was not saved in the ledger");
         }
     }
+}
+
+/// Reads what the ledger knows of the tenant, changes it, and writes it back.
+async fn update_meta(
+    ledger: &dyn Ledger,
+    tenant: &str,
+    change: impl FnOnce(&mut TenantMeta),
+) -> Result<(), LedgerError> {
+    let mut meta = ledger.meta(tenant).await?;
+    change(&mut meta);
+    ledger.set_meta(tenant, &meta).await
 }
 
 /// Why a plan could not be made.
