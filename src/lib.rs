@@ -16,6 +16,7 @@ pub mod queue;
 pub mod rate_limit;
 pub mod report;
 pub mod retry;
+pub mod runs;
 pub mod scim;
 pub mod sources;
 pub mod tenant;
