@@ -1,5 +1,5 @@
 //! CSV objects (S3 uploads and EventBridge reruns): read twice, streamed (the last row per
-//! userName, then the rows); the first rows are provisioned in this invocation, the rest are
+//! userName, then the rows, through [`crate::sources::stream`]); the first rows are provisioned in this invocation, the rest are
 //! enqueued to the work queue while reading, deferred at the rate limit, so memory stays flat.
 
 use std::time::{Duration, Instant};
@@ -14,13 +14,13 @@ use super::continuation::{self, Checkpoint, Segment};
 use super::reports::Report;
 use super::{HandlerError, Invocation, State};
 use crate::aws::s3::S3Error;
-use crate::operation::Operation;
 use crate::pipeline::{self, Summary};
 use crate::queue::{Requeue, WorkQueue};
 use crate::report::ReportLine;
 use crate::retry::MAX_DELAY;
 use crate::sources::csv::ResumePoint;
-use crate::sources::{fate, rows, CsvSource, FileError, LastLines, Row, RowFate};
+use crate::sources::stream::{read_rows, Positions, ReportSink, Rows};
+use crate::sources::FileError;
 
 /// Deferred operations enqueued per SendMessageBatch-sized flush (10 messages of 50).
 const FLUSH_OPERATIONS: usize = 500;
@@ -120,119 +120,19 @@ fn json_problem(error: &serde_json::Error) -> &'static str {
     }
 }
 
-/// What the reading thread hands over.
-// Nearly every item is a row: boxing it would allocate once per row for nothing.
-#[allow(clippy::large_enum_variant)]
-enum Item {
-    UnknownColumns(Vec<String>),
-    /// A row, and where the record after it starts.
-    Row(Row, ResumePoint),
-    Failed(FileError),
-}
-
-/// Second pass, on a blocking thread: streams the rows into `tx` until the end of the object,
-/// the end of the segment (`end`, where the first pass stopped), or the receiver goes.
-fn read_rows(
-    reader: impl std::io::Read,
-    segment: &Segment,
-    end: Option<ResumePoint>,
-    first: bool,
-    tx: mpsc::Sender<Item>,
-) {
-    let mut source = match CsvSource::new(reader) {
-        Ok(source) => source,
-        Err(error) => {
-            let _ = tx.blocking_send(Item::Failed(error));
-            return;
-        }
-    };
-    // Reported by the invocation that read the file first only.
-    if first
-        && !source.unknown_columns().is_empty()
-        && tx
-            .blocking_send(Item::UnknownColumns(source.unknown_columns().to_vec()))
-            .is_err()
-    {
-        return;
+/// A part of an object read from a checkpoint: its lines and points are shifted.
+impl Positions for Segment {
+    fn line(&self, line: u64) -> u64 {
+        Segment::line(self, line)
     }
-    while let Some(row) = source.next() {
-        let point = segment.point(source.resume_point());
-        let item = match row {
-            Ok(mut row) => {
-                row.line = segment.line(row.line);
-                Item::Row(row, point)
-            }
-            Err(error) => Item::Failed(error),
-        };
-        if tx.blocking_send(item).is_err() || end.is_some_and(|end| point.offset >= end.offset) {
-            return;
-        }
+    fn point(&self, point: ResumePoint) -> ResumePoint {
+        Segment::point(self, point)
     }
 }
 
-/// The rows of a file as they arrive: invalid and superseded ones become report lines,
-/// written as they come.
-struct Rows<'r> {
-    source: String,
-    last: LastLines,
-    rx: mpsc::Receiver<Item>,
-    rows: u64,
-    invalid: u64,
-    duplicates: u64,
-    report: &'r mut Report,
-    /// When the object was written: the time of its operations.
-    source_time: Option<u64>,
-    failure: Option<FileError>,
-    /// Where the record after the last one taken starts: a continuation resumes there.
-    resume: ResumePoint,
-}
-
-impl Rows<'_> {
-    /// The next valid, last-of-its-userName row as an operation; None at the end of the file.
-    async fn next_operation(&mut self) -> Option<Operation> {
-        while let Some(item) = self.rx.recv().await {
-            let row = match item {
-                Item::Row(row, point) => {
-                    self.resume = point;
-                    row
-                }
-                Item::Failed(error) => {
-                    self.failure = Some(error);
-                    continue;
-                }
-                Item::UnknownColumns(columns) => {
-                    self.report
-                        .push(&rows::ignored_columns_line(&self.source, &columns))
-                        .await;
-                    continue;
-                }
-            };
-            self.rows += 1;
-            let line = row.line;
-            let user = match fate(row, &self.last) {
-                RowFate::Provision(user) => user,
-                RowFate::Invalid(error) => {
-                    self.invalid += 1;
-                    self.report
-                        .push(&rows::invalid_line(&self.source, line, &error))
-                        .await;
-                    continue;
-                }
-                RowFate::Superseded { by, user } => {
-                    self.duplicates += 1;
-                    self.report
-                        .push(&rows::duplicate_line(&self.source, line, by, &user))
-                        .await;
-                    continue;
-                }
-            };
-            let op = Operation::new(user, self.source.clone(), Some(line));
-            return Some(match self.source_time {
-                Some(at) => op.with_source_time(at),
-                None => op,
-            });
-        }
-        None
+impl ReportSink for Report {
+    async fn push(&mut self, line: &ReportLine) {
+        Report::push(self, line).await
     }
 }
 
@@ -641,7 +541,7 @@ struct Deferral {
 /// the rows end or `deadline` (if any) leaves no time for another flush.
 async fn defer_rest(
     state: &State,
-    rows: &mut Rows<'_>,
+    rows: &mut Rows<'_, Report>,
     first_position: usize,
     deadline: Option<Instant>,
 ) -> Deferral {

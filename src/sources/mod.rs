@@ -9,6 +9,7 @@ pub mod fields;
 pub mod last_lines;
 pub mod message;
 pub mod rows;
+pub mod stream;
 
 pub use self::csv::{CsvSource, FileError, Row};
 
