@@ -30,6 +30,10 @@ pub struct Operation {
     /// None: unknown (no ordering).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_time: Option<u64>,
+    /// The run (an S3 upload or EventBridge rerun of a file) the operation's row belongs to, so
+    /// that its final outcome is counted for that run whichever invocation settles it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
 }
 
 impl Operation {
@@ -43,6 +47,7 @@ impl Operation {
             first_seen: unix_now(),
             last_error: None,
             source_time: None,
+            run: None,
         }
     }
 

@@ -1,7 +1,9 @@
-//! AWS adapters: Secrets Manager (credentials) and S3 (CSV input, reports), and the SDK set-up
+//! AWS adapters: Secrets Manager (credentials), S3 (CSV input, reports), EventBridge (run events),
+//! and the SDK set-up
 //! they share with the ports' AWS implementations (`queue::sqs`, `ledger::dynamodb`).
 //! Thin layers over the SDK; no SCIM logic.
 
+pub mod events;
 pub mod s3;
 pub mod secrets;
 

@@ -165,6 +165,20 @@ impl S3Store {
         Ok(newest.map(|(_, key)| key))
     }
 
+    /// Writes a small JSON document (a run's summary) at `bucket`/`key`, replacing any.
+    pub async fn put_json(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), S3Error> {
+        self.client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type("application/json")
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| S3Error::new("PutObject", bucket, key, &e))?;
+        Ok(())
+    }
+
     /// A writer for a report at `bucket`/`key` that is uploaded as it grows.
     pub fn report_writer(&self, bucket: &str, key: &str) -> ReportUpload {
         ReportUpload {

@@ -466,3 +466,29 @@ impl Engine {
             .collect())
     }
 }
+
+impl Engine {
+    /// Every user the ledger knows for the current tenant (listing the tenant into it first, as
+    /// a cycle does): what a run's census compares its file with. Needs a ledger.
+    pub async fn known_users(&self, deadline: Instant) -> Result<Vec<UserEntry>, PlanError> {
+        let Some(ledger) = &self.ledger else {
+            return Err(PlanError("runs need a ledger (LEDGER_TABLE)".into()));
+        };
+        let base_url = self
+            .http
+            .base_url(Some(deadline))
+            .await
+            .map_err(|e| PlanError(e.to_string()))?;
+        self.discover_until(Some(deadline))
+            .await
+            .map_err(PlanError)?;
+        let tenant = crate::ledger::tenant_id(&base_url);
+        self.prepare_tenant(&base_url, deadline)
+            .await
+            .map_err(PlanError)?;
+        ledger
+            .all(&tenant)
+            .await
+            .map_err(|e| PlanError(e.to_string()))
+    }
+}

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use crate::engine::{EngineConfig, UpdateMethod};
 use crate::retry::{RetryPolicy, MAX_DELAY};
+use crate::runs::guard::GuardLimits;
+use crate::runs::SyncMode;
 use crate::scim::http::Timeouts;
 
 /// Why the environment does not describe a usable function.
@@ -35,6 +37,8 @@ pub struct FunctionConfig {
     pub report_bucket: Option<String>,
     /// `LEDGER_TABLE`: the DynamoDB table of the ledger (None: no ledger, no state).
     pub ledger_table: Option<String>,
+    /// Runs, full sync and the deactivation guard (with the ledger).
+    pub runs: RunSettings,
     /// `MAX_ATTEMPTS`, `RETRY_BASE_SECONDS`, `RETRY_MAX_SECONDS` (the cap is clamped to 900 s).
     pub retry: RetryPolicy,
     /// `SCIM_MAX_OPERATIONS`: operations per BulkRequest at most.
@@ -95,6 +99,7 @@ impl FunctionConfig {
             queue_url: env.required("WORK_QUEUE_URL")?,
             report_bucket: env.text("REPORT_BUCKET"),
             ledger_table: env.text("LEDGER_TABLE"),
+            runs: RunSettings::read(&env)?,
             retry: RetryPolicy {
                 base: Duration::from_secs(base),
                 // SQS cannot delay a message longer than 900 s (README, "Function environment").
@@ -173,6 +178,55 @@ impl FunctionConfig {
             adaptive_pacing: self.adaptive_pacing,
             timeouts: self.timeouts,
         }
+    }
+}
+
+/// `EVENT_BUS_NAME`, `SYNC_MODE`, `MAX_DEACTIVATIONS`, `MAX_DEACTIVATION_PERCENT`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSettings {
+    /// The bus run events are put on.
+    pub event_bus: String,
+    /// Whether a file is the whole staff list (an EventBridge rerun may say otherwise).
+    pub sync_mode: SyncMode,
+    /// The deactivation guard's limits.
+    pub guard: GuardLimits,
+}
+
+impl RunSettings {
+    fn read(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let sync_mode = match env.text("SYNC_MODE") {
+            None => SyncMode::Upsert,
+            Some(v) => {
+                SyncMode::parse(&v).ok_or_else(|| invalid("SYNC_MODE", v, "upsert or full"))?
+            }
+        };
+        if sync_mode == SyncMode::Full && env.text("LEDGER_TABLE").is_none() {
+            return Err(invalid(
+                "SYNC_MODE",
+                "full".into(),
+                "upsert, unless LEDGER_TABLE is set (full sync deactivates only users the ledger records as managed)",
+            ));
+        }
+        Ok(Self {
+            event_bus: env
+                .text("EVENT_BUS_NAME")
+                .unwrap_or_else(|| "default".into()),
+            sync_mode,
+            guard: GuardLimits {
+                max: env.number(
+                    "MAX_DEACTIVATIONS",
+                    50,
+                    0,
+                    "a whole number of deactivations",
+                )?,
+                percent: env.number(
+                    "MAX_DEACTIVATION_PERCENT",
+                    10,
+                    0,
+                    "a whole number of percent",
+                )?,
+            },
+        })
     }
 }
 
@@ -258,6 +312,15 @@ mod tests {
         assert!(!c.create_inactive);
         assert_eq!(c.secret_cache, Duration::from_secs(300));
         assert_eq!(c.deadline_margin, Duration::from_secs(10));
+        assert_eq!(c.runs.event_bus, "default");
+        assert_eq!(c.runs.sync_mode, SyncMode::Upsert);
+        assert_eq!(
+            c.runs.guard,
+            GuardLimits {
+                max: 50,
+                percent: 10
+            }
+        );
         assert_eq!(c.s3_cycle_max_operations, 500);
         assert_eq!(c.timeouts, Timeouts::default());
         assert!(!c.s3_force_path_style);
@@ -346,5 +409,31 @@ mod tests {
             );
             assert!(text.starts_with(var) && text.contains("expected"), "{text}");
         }
+    }
+
+    #[test]
+    fn run_settings_are_read_and_full_sync_needs_the_ledger() {
+        let c = config(&[
+            ("LEDGER_TABLE", "ledger"),
+            ("SYNC_MODE", "Full"),
+            ("EVENT_BUS_NAME", "hr"),
+            ("MAX_DEACTIVATIONS", "5"),
+            ("MAX_DEACTIVATION_PERCENT", "20"),
+        ])
+        .unwrap();
+        assert_eq!(c.runs.sync_mode, SyncMode::Full);
+        assert_eq!(c.runs.event_bus, "hr");
+        assert_eq!(
+            c.runs.guard,
+            GuardLimits {
+                max: 5,
+                percent: 20
+            }
+        );
+        let error = config(&[("SYNC_MODE", "full")]).unwrap_err().to_string();
+        assert!(error.contains("LEDGER_TABLE"), "{error}");
+        let error = config(&[("SYNC_MODE", "mirror")]).unwrap_err().to_string();
+        assert!(error.contains("upsert or full"), "{error}");
+        assert!(config(&[("MAX_DEACTIVATIONS", "-1")]).is_err());
     }
 }

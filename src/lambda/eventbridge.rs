@@ -8,11 +8,12 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use super::s3::{process, ObjectRef};
+use super::s3::{process, NewRun, ObjectRef};
 use super::{reports, HandlerError, Invocation, State};
 use crate::aws::s3::S3Error;
 use crate::pipeline::Summary;
 use crate::report::ReportLine;
+use crate::runs::SyncMode;
 
 /// What the event's detail names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +87,12 @@ pub(super) async fn handle(
     let detail_type = event["detail-type"].as_str().unwrap_or_default();
     tracing::info!(detail_type, "EventBridge event");
     let detail = &event["detail"];
+    if let Some(run_id) = detail.get("approve_run") {
+        let run_id = run_id.as_str().ok_or_else(|| {
+            HandlerError::BadEvent("approve_run is not a string (a run id)".into())
+        })?;
+        return super::runs::approve(state, run_id, deadline).await;
+    }
     let mut reconciled = None;
     if detail["reconcile"] == Value::Bool(true) {
         let listing = reconcile(state, deadline).await?;
@@ -118,8 +125,33 @@ pub(super) async fn handle(
             }
         }
     };
-    let result = process(state, invocation, deadline, &object, summary).await?;
+    let run = match &state.runs {
+        Some(runs) => Some(NewRun {
+            // The same event delivered twice is the same run: its id names it.
+            id: super::runs::run_id(&[
+                event["id"].as_str().unwrap_or(&invocation.request_id),
+                &object.bucket,
+                &object.key,
+            ]),
+            mode: mode(detail)?.unwrap_or(runs.settings.sync_mode),
+        }),
+        None => None,
+    };
+    let result = process(state, invocation, deadline, &object, run, summary).await?;
     Ok(json!({ "objects": [result], "reconciled": reconciled }))
+}
+
+/// The sync mode a rerun asks for (`"mode": "full" | "upsert"`), if any.
+fn mode(detail: &Value) -> Result<Option<SyncMode>, HandlerError> {
+    match detail.get("mode") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => SyncMode::parse(text).map(Some).ok_or_else(|| {
+            HandlerError::BadEvent("the detail's mode is neither \"full\" nor \"upsert\"".into())
+        }),
+        Some(_) => Err(HandlerError::BadEvent(
+            "the detail's mode is not a string (\"full\" or \"upsert\")".into(),
+        )),
+    }
 }
 
 /// A prefix that cannot be listed: no object is known, so the report's one `failed` line names

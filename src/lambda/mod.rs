@@ -7,6 +7,7 @@ mod error;
 mod eventbridge;
 mod invocation;
 mod reports;
+mod runs;
 mod s3;
 mod sqs;
 mod state;

@@ -1,6 +1,7 @@
 //! Writing reports: JSON Lines under `reports/<date>/`, one object per source and invocation,
 //! streamed to S3 as the lines come.
 
+use crate::runs::{RowId, RowOutcome};
 use std::time::SystemTime;
 
 use super::State;
@@ -90,6 +91,20 @@ pub(super) struct Report {
     upload: Option<ReportUpload>,
     lines: u64,
     error: Option<S3Error>,
+    /// With a run: what this invocation settled of it (its lines settle invalid, duplicate,
+    /// failed and skipped rows).
+    pub(super) tracked: Option<Tracked>,
+}
+
+/// What one invocation settled of a run.
+#[derive(Debug, Default)]
+pub(super) struct Tracked {
+    /// The run.
+    pub run_id: String,
+    /// Rows settled, with their outcome.
+    pub rows: Vec<(RowId, RowOutcome)>,
+    /// SCIM requests made for it.
+    pub requests: u64,
 }
 
 impl Report {
@@ -117,12 +132,23 @@ impl Report {
             upload,
             lines: 0,
             error: None,
+            tracked: None,
         }
     }
 
     /// Adds a line (after an upload error, lines are dropped: [`Report::finish`] fails).
     pub(super) async fn push(&mut self, line: &ReportLine) {
         self.lines += 1;
+        if let (Some(tracked), Some(row)) = (self.tracked.as_mut(), line.row) {
+            let outcome = match line.status.as_str() {
+                "invalid" => Some(RowOutcome::Invalid),
+                "duplicate" => Some(RowOutcome::Duplicate),
+                "failed" => Some(RowOutcome::Failed),
+                "skipped" => Some(RowOutcome::Skipped),
+                _ => None,
+            };
+            tracked.rows.extend(outcome.map(|o| (RowId::Line(row), o)));
+        }
         if self.target.is_none() {
             tracing::warn!(
                 source = %self.source,

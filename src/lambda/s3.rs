@@ -2,6 +2,7 @@
 //! userName, then the rows, through [`crate::sources::stream`]); the first rows are provisioned in this invocation, the rest are
 //! enqueued to the work queue while reading, deferred at the rate limit, so memory stays flat.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::s3::S3Event;
@@ -11,13 +12,15 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::continuation::{self, Checkpoint, Segment};
-use super::reports::Report;
+use super::reports::{Report, Tracked};
 use super::{HandlerError, Invocation, State};
 use crate::aws::s3::S3Error;
+use crate::operation::Operation;
 use crate::pipeline::{self, Summary};
 use crate::queue::{Requeue, WorkQueue};
 use crate::report::ReportLine;
 use crate::retry::MAX_DELAY;
+use crate::runs::{RunRecord, SyncMode};
 use crate::sources::csv::ResumePoint;
 use crate::sources::stream::{read_rows, Positions, ReportSink, Rows};
 use crate::sources::FileError;
@@ -95,8 +98,21 @@ pub(super) async fn handle(
                 .version_id
                 .filter(|v| !v.is_empty() && v != "null"),
         };
+        // The same notification delivered twice is the same run; another upload of the key
+        // has another sequencer (and version, ETag).
+        let run = state.runs.as_ref().map(|runs| NewRun {
+            id: super::runs::run_id(&[
+                &object.bucket,
+                &object.key,
+                object.version_id.as_deref().unwrap_or(""),
+                record.s3.object.sequencer.as_deref().unwrap_or(""),
+                record.s3.object.e_tag.as_deref().unwrap_or(""),
+            ]),
+            mode: runs.settings.sync_mode,
+        });
         let start = Start::Event {
             event_time: Some(record.event_time.to_rfc3339()),
+            run,
         };
         match process_from(state, invocation, deadline, &object, start, summary).await {
             Ok(result) => objects.push(result),
@@ -139,10 +155,22 @@ impl ReportSink for Report {
 /// Where reading an object starts: at its beginning (an upload or rerun event), or where an
 /// earlier invocation stopped.
 pub(super) enum Start<'a> {
-    /// The whole object, for an event (its time, if it has one).
-    Event { event_time: Option<String> },
+    /// The whole object, for an event (its time, if it has one), as a run (with LEDGER_TABLE).
+    Event {
+        event_time: Option<String>,
+        run: Option<NewRun>,
+    },
     /// The rest of an object, from a continuation message.
     Checkpoint(&'a Checkpoint),
+}
+
+/// A run an event starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct NewRun {
+    /// Its id (the same for the same event).
+    pub id: String,
+    /// Upsert or full sync.
+    pub mode: SyncMode,
 }
 
 /// Reads one CSV object and provisions it (partly now, the rest through the work queue).
@@ -151,9 +179,13 @@ pub(super) async fn process(
     invocation: &Invocation,
     deadline: Instant,
     object: &ObjectRef,
+    run: Option<NewRun>,
     summary: &mut Summary,
 ) -> Result<Value, HandlerError> {
-    let start = Start::Event { event_time: None };
+    let start = Start::Event {
+        event_time: None,
+        run,
+    };
     process_from(state, invocation, deadline, object, start, summary).await
 }
 
@@ -199,6 +231,7 @@ pub(super) async fn process_from(
     let source = format!("s3://{}/{}", object.bucket, object.key);
     let run = match &start {
         Start::Checkpoint(checkpoint) => checkpoint.run.clone(),
+        Start::Event { run: Some(run), .. } => run.id.clone(),
         Start::Event { .. } => invocation.request_id.clone(),
     };
     if object.key.starts_with(REPORTS_PREFIX) {
@@ -219,10 +252,46 @@ pub(super) async fn process_from(
             &mut report,
         )
         .await;
-        finish_report(report, &source, result).await
+        let tracked = report.tracked.take();
+        let result = finish_report(report, &source, result).await;
+        match tracked {
+            Some(tracked) => settle_run(state, tracked, &source, result).await,
+            None => result,
+        }
     }
     .instrument(span)
     .await
+}
+
+/// Counts what this invocation settled of the object's run (whether it went through or not:
+/// those rows are done); an error recording them fails the object, so the event is retried.
+async fn settle_run(
+    state: &State,
+    tracked: Tracked,
+    source: &str,
+    result: Result<Value, HandlerError>,
+) -> Result<Value, HandlerError> {
+    let run = tracked.run_id;
+    let rows = tracked
+        .rows
+        .into_iter()
+        .map(|(id, o)| (run.clone(), id, o))
+        .collect();
+    let requests = BTreeMap::from([(run.clone(), tracked.requests)]);
+    let mut reports = BTreeMap::new();
+    if let Some(address) = result.as_ref().ok().and_then(|v| v["report"].as_str()) {
+        reports.insert(run.clone(), address.to_string());
+    }
+    match super::runs::settle(state, rows, &requests, &reports).await {
+        Ok(()) => result,
+        Err(problem) => {
+            tracing::error!(%problem, "the run's progress could not be recorded");
+            result.and(Err(HandlerError::Incomplete {
+                origin: source.to_string(),
+                problem: format!("the run's progress could not be recorded: {problem}"),
+            }))
+        }
+    }
 }
 
 /// Completes the object's report: on success the result gets its address (a report that
@@ -286,6 +355,24 @@ async fn process_source(
         Start::Event { .. } => None,
     };
     let etag = from.and_then(|c| c.etag.as_deref());
+    let run = match (&state.runs, &start) {
+        (Some(runs), Start::Event { run: Some(new), .. }) => {
+            Some(super::runs::begin(state, runs, object, &new.id, new.mode, deadline).await?)
+        }
+        (Some(runs), Start::Checkpoint(checkpoint)) => runs
+            .store
+            .get(&checkpoint.run)
+            .await
+            .map_err(|e| incomplete(e.to_string()))?,
+        _ => None,
+    };
+    if let Some(record) = &run {
+        report.tracked = Some(Tracked {
+            run_id: record.plan.run_id.clone(),
+            ..Tracked::default()
+        });
+    }
+    let run = run.as_ref();
     // First pass: the last row of every userName, so earlier ones can be reported as they come;
     // it stops halfway to the deadline, and this invocation provisions the part it scanned.
     let first = match continuation::open(&state.s3, bucket, key, version, etag, from).await {
@@ -346,7 +433,7 @@ async fn process_source(
     let now_count = state.config.s3_cycle_max_operations;
     let mut operations = Vec::new();
     while operations.len() < now_count {
-        match rows.next_operation().await {
+        match next_operation(&mut rows, run).await {
             Some(op) => operations.push(op),
             None => break,
         }
@@ -354,7 +441,7 @@ async fn process_source(
     let in_cycle = operations.len();
     // The cycle runs while the rest of the file is read and enqueued.
     let cycle = pipeline::run_cycle(&state.engine, operations, deadline, &state.queue);
-    let defer = defer_rest(state, &mut rows, in_cycle, stop);
+    let defer = defer_rest(state, &mut rows, run, in_cycle, stop);
     let (settled, deferral) = tokio::join!(cycle, defer);
     let (deferred, lost) = (deferral.enqueued, deferral.lost);
     // The reading thread may be ahead of where the enqueueing stopped: let it go. Its end is
@@ -379,6 +466,13 @@ async fn process_source(
     };
 
     summary.add(&settled.summary);
+    if let Some(tracked) = report.tracked.as_mut() {
+        let (rows, _) = super::runs::of_results(&settled.results, 0);
+        tracked
+            .rows
+            .extend(rows.into_iter().map(|(_, id, o)| (id, o)));
+        tracked.requests += settled.summary.requests;
+    }
     summary.deferred += deferred as u64;
     summary.failed += deferral.too_large;
     summary.invalid += invalid;
@@ -412,10 +506,14 @@ async fn process_source(
                 key: key.clone(),
                 version_id: object.version_id.clone(),
                 etag: etag.clone(),
-                run: from.map_or_else(|| invocation.request_id.clone(), |c| c.run.clone()),
+                run: match (from, run) {
+                    (Some(c), _) => c.run.clone(),
+                    (None, Some(record)) => record.plan.run_id.clone(),
+                    (None, None) => invocation.request_id.clone(),
+                },
                 event_time: match &start {
                     Start::Checkpoint(c) => c.event_time.clone(),
-                    Start::Event { event_time } => event_time.clone(),
+                    Start::Event { event_time, .. } => event_time.clone(),
                 },
                 header_end: from.map_or(scanned.header.offset, |c| c.header_end),
                 header_next_line: from.map_or(scanned.header.line, |c| c.header_next_line),
@@ -527,6 +625,19 @@ async fn replaced(
     json!({"source": source, "replaced": true})
 }
 
+/// The next operation of the file, as part of its run: a held run's deactivations are left
+/// out (its approval reads them again).
+async fn next_operation(rows: &mut Rows<'_, Report>, run: Option<&RunRecord>) -> Option<Operation> {
+    loop {
+        let mut op = rows.next_operation().await?;
+        if super::runs::parks(run, &op) {
+            continue;
+        }
+        op.run = run.map(|r| r.plan.run_id.clone());
+        return Some(op);
+    }
+}
+
 /// How enqueueing the rest of a file went.
 struct Deferral {
     enqueued: usize,
@@ -542,6 +653,7 @@ struct Deferral {
 async fn defer_rest(
     state: &State,
     rows: &mut Rows<'_, Report>,
+    run: Option<&RunRecord>,
     first_position: usize,
     deadline: Option<Instant>,
 ) -> Deferral {
@@ -562,7 +674,7 @@ async fn defer_rest(
             stopped = true;
             break;
         }
-        let next = rows.next_operation().await;
+        let next = next_operation(rows, run).await;
         let end = next.is_none();
         if let Some(operation) = next {
             let delay = deferral_delay(position, ops_per_request, rpm);

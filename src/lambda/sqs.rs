@@ -252,22 +252,48 @@ pub(super) async fn handle(
     for &i in &settled.unsettled {
         failed.insert(owners[i]);
     }
+    // The runs whose lines go into each source's report.
+    let mut report_runs: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (i, result) in settled.results.iter().enumerate() {
         if let Some(line) = pipeline::report_line(result) {
+            if let Some(run) = &result.operation.run {
+                report_runs
+                    .entry(line.source.clone())
+                    .or_default()
+                    .insert(run.clone());
+            }
             report
                 .entry(line.source.clone())
                 .or_default()
                 .push((line, owners[i]));
         }
     }
+    let mut run_reports = BTreeMap::new();
     for (source, entries) in report {
         let lines: Vec<ReportLine> = entries.iter().map(|(line, _)| line.clone()).collect();
         // Never to a bucket named in a message: REPORT_BUCKET, or the log.
-        if let Err(error) =
-            reports::write_for_message(state, &source, &invocation.request_id, &lines).await
-        {
-            tracing::error!(%error, source, "the report could not be written: its messages will be redelivered");
-            failed.extend(entries.iter().map(|(_, m)| *m));
+        match reports::write_for_message(state, &source, &invocation.request_id, &lines).await {
+            Ok(Some(address)) => {
+                for run in report_runs.remove(&source).unwrap_or_default() {
+                    run_reports.insert(run, address.clone());
+                }
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::error!(%error, source, "the report could not be written: its messages will be redelivered");
+                failed.extend(entries.iter().map(|(_, m)| *m));
+            }
+        }
+    }
+    // Rows of runs that settled here are counted for their run; if that fails, their messages
+    // come again (settling is idempotent per row).
+    let (rows, requests) = super::runs::of_results(&settled.results, settled.summary.requests);
+    if let Err(problem) = super::runs::settle(state, rows, &requests, &run_reports).await {
+        tracing::error!(%problem, "the runs' progress could not be recorded: their messages will be redelivered");
+        for (i, result) in settled.results.iter().enumerate() {
+            if result.operation.run.is_some() {
+                failed.insert(owners[i]);
+            }
         }
     }
     // After the batch's own work: each continues its file with the time left, and leaves

@@ -7,11 +7,13 @@ use std::sync::Arc;
 use super::config::FunctionConfig;
 use super::continuation;
 use super::error::{HandlerError, StartupError};
+use crate::aws::events::EventBus;
 use crate::aws::s3::S3Store;
 use crate::aws::secrets::SecretsManagerSource;
 use crate::engine::Engine;
 use crate::ledger::dynamodb::DynamoLedger;
 use crate::queue::sqs::SqsQueue;
+use crate::runs::dynamodb::DynamoRuns;
 
 /// What the function builds once per container and reuses across warm invocations.
 pub struct State {
@@ -20,6 +22,8 @@ pub struct State {
     pub(super) queue: SqsQueue,
     pub(super) continuations: continuation::ContinuationQueue,
     pub(super) s3: S3Store,
+    /// Runs, full sync and the guard: with `LEDGER_TABLE` only.
+    pub(super) runs: Option<super::runs::Runs>,
 }
 
 impl State {
@@ -31,9 +35,16 @@ impl State {
             config.secret_cache,
         );
         let mut engine = Engine::new(config.engine_config(), Arc::new(secrets))?;
+        let mut runs = None;
         if let Some(table) = &config.ledger_table {
             let client = aws_sdk_dynamodb::Client::new(sdk);
-            engine = engine.with_ledger(Arc::new(DynamoLedger::new(client, table.clone())));
+            engine = engine.with_ledger(Arc::new(DynamoLedger::new(client.clone(), table.clone())));
+            let bus = EventBus::new(
+                aws_sdk_eventbridge::Client::new(sdk),
+                config.runs.event_bus.clone(),
+            );
+            let store = Arc::new(DynamoRuns::new(client, table.clone()));
+            runs = Some(super::runs::Runs::new(store, bus, config.runs.clone()));
         }
         let sqs = aws_sdk_sqs::Client::new(sdk);
         let continuations =
@@ -46,6 +57,7 @@ impl State {
             queue,
             continuations,
             s3,
+            runs,
         })
     }
 

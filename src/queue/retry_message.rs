@@ -211,6 +211,16 @@ pub fn check_operation(
     if op.row == Some(0) {
         return Err(problem("row 0 is not a line number".into()));
     }
+    if op
+        .run
+        .as_deref()
+        .is_some_and(|run| !crate::runs::valid_run_id(run))
+    {
+        return Err(problem(format!(
+            "run is not a run id (letters, digits, '-', '_', '.'; at most {} characters)",
+            crate::runs::MAX_RUN_ID_CHARS
+        )));
+    }
     let last_attempt = max_attempts.saturating_sub(1);
     if op.attempt > last_attempt {
         tracing::warn!(

@@ -46,10 +46,7 @@ impl Census {
     }
 
     fn fingerprint(&self, key: &str) -> [u64; 2] {
-        [
-            self.hashers[0].hash_one(key),
-            self.hashers[1].hash_one(key),
-        ]
+        [self.hashers[0].hash_one(key), self.hashers[1].hash_one(key)]
     }
 
     /// Whether the file names this userName (any case).

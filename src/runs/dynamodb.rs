@@ -109,7 +109,10 @@ impl DynamoRuns {
         }
     }
 
-    fn update(&self, key: Item) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+    fn update(
+        &self,
+        key: Item,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
         self.client
             .update_item()
             .table_name(&self.table)
@@ -145,8 +148,8 @@ impl RunStore for DynamoRuns {
     fn start<'a>(&'a self, record: &'a RunRecord) -> BoxFuture<'a, Result<RunRecord, RunError>> {
         Box::pin(async move {
             let plan = &record.plan;
-            let plan_json = serde_json::to_string(plan)
-                .map_err(|e| self.error("written", e.to_string()))?;
+            let plan_json =
+                serde_json::to_string(plan).map_err(|e| self.error("written", e.to_string()))?;
             let mut item = run_key(&plan.run_id);
             item.insert("plan".into(), s(&plan_json));
             item.insert("status".into(), s(record.status.name()));
@@ -305,10 +308,13 @@ impl RunStore for DynamoRuns {
             let mut expression = "ADD requests :requests".to_string();
             if let Some(report) = report {
                 expression.push_str(", reports :report");
-                update = update
-                    .expression_attribute_values(":report", AttributeValue::Ss(vec![report.into()]));
+                update = update.expression_attribute_values(
+                    ":report",
+                    AttributeValue::Ss(vec![report.into()]),
+                );
             }
-            self.conditional(update.update_expression(expression)).await?;
+            self.conditional(update.update_expression(expression))
+                .await?;
             Ok(())
         })
     }
@@ -360,7 +366,10 @@ impl RunStore for DynamoRuns {
         until: u64,
     ) -> BoxFuture<'a, Result<bool, RunError>> {
         Box::pin(async move {
-            let (lease, done) = (format!("lease_{}", step.name()), format!("done_{}", step.name()));
+            let (lease, done) = (
+                format!("lease_{}", step.name()),
+                format!("done_{}", step.name()),
+            );
             let update = self
                 .update(run_key(run_id))
                 .update_expression("SET #lease = :until")

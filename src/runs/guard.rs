@@ -56,11 +56,18 @@ mod tests {
         assert!(!limits.holds(5, 1000, 900));
         assert!(!limits.holds(50, 1000, 1000));
         assert!(limits.holds(51, 10_000, 10_000), "more than 50");
-        assert!(limits.holds(11, 100, 40), "more than 10% of the larger base");
+        assert!(
+            limits.holds(11, 100, 40),
+            "more than 10% of the larger base"
+        );
         assert!(!limits.holds(10, 100, 40));
         // A first run: the ledger knows nobody yet, the file's users are the base.
         assert!(!limits.holds(30, 0, 1000));
-        assert!(!GuardLimits { max: u64::MAX, percent: 100 }.holds(u64::MAX, u64::MAX, 1));
+        assert!(!GuardLimits {
+            max: u64::MAX,
+            percent: 100
+        }
+        .holds(u64::MAX, u64::MAX, 1));
     }
 
     #[test]

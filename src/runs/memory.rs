@@ -56,7 +56,7 @@ impl RunStore for MemoryRuns {
             .values()
             .filter_map(|k| k.record.clone())
             .collect();
-        records.sort_by(|a, b| b.plan.started_at.cmp(&a.plan.started_at));
+        records.sort_by_key(|r| std::cmp::Reverse(r.plan.started_at));
         records.truncate(limit);
         ready(records)
     }
@@ -79,7 +79,10 @@ impl RunStore for MemoryRuns {
         let mut runs = self.runs();
         let kept = runs.entry(run_id.to_string()).or_default();
         for (id, outcome) in rows {
-            kept.settled.entry(id.encode()).or_default().insert(*outcome);
+            kept.settled
+                .entry(id.encode())
+                .or_default()
+                .insert(*outcome);
         }
         ready(())
     }

@@ -130,6 +130,20 @@ impl RowId {
     }
 }
 
+/// Longest run id accepted from a message or an event.
+pub const MAX_RUN_ID_CHARS: usize = 100;
+
+/// Whether `text` can be a run id (ids come back in messages anyone allowed to send to the
+/// queue may write, and name S3 objects).
+pub fn valid_run_id(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= MAX_RUN_ID_CHARS
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !text.starts_with('.')
+}
+
 /// Whether a file is the whole staff list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -431,7 +445,11 @@ mod tests {
 
     #[test]
     fn row_ids_round_trip_and_group() {
-        for id in [RowId::Line(2), RowId::Line(123_456), RowId::Absent("ada@x".into())] {
+        for id in [
+            RowId::Line(2),
+            RowId::Line(123_456),
+            RowId::Absent("ada@x".into()),
+        ] {
             assert_eq!(RowId::decode(&id.encode()), Some(id.clone()));
         }
         assert_eq!(RowId::Line(999).group(), "l0");
