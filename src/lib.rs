@@ -10,6 +10,7 @@ pub mod lambda;
 pub mod ledger;
 pub mod logging;
 pub mod mask;
+pub mod metrics;
 pub mod operation;
 pub mod pipeline;
 pub mod queue;

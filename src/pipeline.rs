@@ -35,6 +35,8 @@ pub struct Summary {
     pub invalid: u64,
     /// Requests sent to the SCIM service.
     pub requests: u64,
+    /// Runs held by the deactivation guard in this invocation.
+    pub held: u64,
 }
 
 impl Summary {
@@ -51,6 +53,7 @@ impl Summary {
         self.throttled += other.throttled;
         self.invalid += other.invalid;
         self.requests += other.requests;
+        self.held += other.held;
     }
 
     fn count(&mut self, outcome: &Outcome) {

@@ -103,6 +103,41 @@ fn a_missing_action_or_resource_is_found() {
 }
 
 #[test]
+fn run_events_are_granted_on_the_configured_bus_only() {
+    let template = decoded_template();
+    let put_events = SdkCall {
+        place: "src/lambda/runs.rs:1".into(),
+        op: "put_events".into(),
+        methods: vec!["put_events".into(), "entries".into(), "send".into()],
+    };
+    let calls = [put_events];
+    let problems = missing_grants(&template, &calls);
+    assert!(problems.is_empty(), "{problems:?}");
+
+    // Granted on the default bus whatever the parameter says: refused for the bus of its own.
+    let mut default_bus = template.clone();
+    let policies = &mut default_bus["Resources"]["ProvisionerFunction"]["Properties"]["Policies"];
+    for policy in policies.as_array_mut().expect("Policies") {
+        for statement in policy["Statement"].as_array_mut().into_iter().flatten() {
+            if statement.get("Sid").and_then(Value::as_str) == Some("PutRunEvents") {
+                let text = statement["Resource"]["Fn::Sub"]
+                    .as_str()
+                    .expect("PutRunEvents resource is a Fn::Sub")
+                    .replace("${EventBusName}", "default");
+                statement["Resource"]["Fn::Sub"] = json!(text);
+            }
+        }
+    }
+    let problems = missing_grants(&default_bus, &calls);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].contains("events:PutEvents")
+            && problems[0].contains("event-bus/hr-provisioning"),
+        "{problems:?}"
+    );
+}
+
+#[test]
 fn an_sdk_call_without_a_mapping_fails() {
     let template = decoded_template();
     let call = |op: &str| SdkCall {
@@ -173,6 +208,8 @@ enum Target {
     Secret,
     /// The table of `LEDGER_TABLE`.
     Ledger,
+    /// The EventBridge bus of `EVENT_BUS_NAME` (run events).
+    EventBus,
 }
 
 /// Every SDK operation the function may call. A call found in src/ and missing here fails the
@@ -226,6 +263,8 @@ const GRANTS: &[(&str, &[&str], Target)] = &[
         &["dynamodb:UpdateItem"],
         Target::Ledger,
     ),
+    // Run completed / held events.
+    ("put_events", &["events:PutEvents"], Target::EventBus),
 ];
 
 /// Builder methods that need one more action: (operation, method without `set_`, action).
@@ -261,8 +300,12 @@ fn scenarios() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
             ],
         ),
         (
-            "scheduled rerun of the newest object",
-            vec![secret, ("RerunSchedule", "cron(0 6 * * ? *)")],
+            "scheduled rerun of the newest object, run events on a bus of its own",
+            vec![
+                secret,
+                ("RerunSchedule", "cron(0 6 * * ? *)"),
+                ("EventBusName", "hr-provisioning"),
+            ],
         ),
     ]
 }
@@ -369,6 +412,7 @@ struct Deployment {
     queue_arn: String,
     secret_arn: String,
     ledger_arn: String,
+    event_bus_arn: String,
     kms_key: Option<String>,
 }
 
@@ -489,6 +533,10 @@ impl Deployment {
                 "arn:aws:dynamodb:{region}:{account}:table/{}",
                 env_var("LEDGER_TABLE")
             ),
+            event_bus_arn: match env_var("EVENT_BUS_NAME") {
+                arn if arn.starts_with("arn:") => arn,
+                name => format!("arn:aws:events:{region}:{account}:event-bus/{name}"),
+            },
             kms_key,
         }
     }
@@ -516,6 +564,7 @@ impl Deployment {
             Target::WorkQueue => vec![Request::new(self.queue_arn.clone())],
             Target::Secret => vec![Request::new(self.secret_arn.clone())],
             Target::Ledger => vec![Request::new(self.ledger_arn.clone())],
+            Target::EventBus => vec![Request::new(self.event_bus_arn.clone())],
         }
     }
 

@@ -185,6 +185,7 @@ mod tests {
                 throttled: 77,
                 invalid: 24,
                 requests: 402,
+                held: 0,
             },
             cycles: 14,
             unfinished: 0,

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::engine::{EngineConfig, UpdateMethod};
+use crate::metrics::{self, MetricsConfig};
 use crate::retry::{RetryPolicy, MAX_DELAY};
 use crate::runs::guard::GuardLimits;
 use crate::runs::SyncMode;
@@ -64,6 +65,8 @@ pub struct FunctionConfig {
     pub timeouts: Timeouts,
     /// `S3_FORCE_PATH_STYLE=true`: path-style S3 addressing (moto, other local endpoints).
     pub s3_force_path_style: bool,
+    /// `METRICS_NAMESPACE` and Lambda's `AWS_LAMBDA_FUNCTION_NAME`: where the EMF metrics go.
+    pub metrics: MetricsConfig,
 }
 
 impl FunctionConfig {
@@ -163,6 +166,16 @@ impl FunctionConfig {
                 )?),
             },
             s3_force_path_style: env.flag("S3_FORCE_PATH_STYLE")?,
+            metrics: MetricsConfig {
+                namespace: match env.text("METRICS_NAMESPACE") {
+                    None => metrics::DEFAULT_NAMESPACE.to_string(),
+                    Some(v) if metrics::valid_namespace(&v) => v,
+                    Some(v) => return Err(invalid("METRICS_NAMESPACE", v, NAMESPACE_EXPECTED)),
+                },
+                function_name: env
+                    .text("AWS_LAMBDA_FUNCTION_NAME")
+                    .unwrap_or_else(|| metrics::DEFAULT_FUNCTION_NAME.to_string()),
+            },
         })
     }
 
@@ -229,6 +242,9 @@ impl RunSettings {
         })
     }
 }
+
+const NAMESPACE_EXPECTED: &str =
+    "a CloudWatch namespace: up to 255 of A-Z a-z 0-9 . - _ / # : and space, not starting with AWS/";
 
 fn invalid(var: &'static str, value: String, expected: &'static str) -> ConfigError {
     ConfigError::Invalid {
@@ -324,6 +340,8 @@ mod tests {
         assert_eq!(c.s3_cycle_max_operations, 500);
         assert_eq!(c.timeouts, Timeouts::default());
         assert!(!c.s3_force_path_style);
+        assert_eq!(c.metrics.namespace, "ScimBulkProvisioner");
+        assert_eq!(c.metrics.function_name, "scim-bulk-provisioner");
         let e = c.engine_config();
         assert_eq!(e.max_operations, 50);
         assert_eq!(e.retry.max_attempts, 8);
@@ -349,8 +367,12 @@ mod tests {
             ("SCIM_CONNECT_TIMEOUT_SECONDS", "2"),
             ("S3_FORCE_PATH_STYLE", "TRUE"),
             ("SCIM_ADAPTIVE_PACING", "true"),
+            ("METRICS_NAMESPACE", "Team/Provisioning"),
+            ("AWS_LAMBDA_FUNCTION_NAME", "prod-provisioner"),
         ])
         .unwrap();
+        assert_eq!(c.metrics.namespace, "Team/Provisioning");
+        assert_eq!(c.metrics.function_name, "prod-provisioner");
         assert_eq!(c.report_bucket.as_deref(), Some("reports"));
         assert_eq!(c.retry.max_attempts, 3);
         assert_eq!(c.retry.base, Duration::ZERO);
@@ -399,6 +421,7 @@ mod tests {
             ("S3_FORCE_PATH_STYLE", "on"),
             ("SCIM_ADAPTIVE_PACING", "sometimes"),
             ("SCIM_TIMEOUT_SECONDS", "0"),
+            ("METRICS_NAMESPACE", "AWS/Lambda"),
         ];
         for (var, value) in cases {
             let err = config(&[(var, value)]).unwrap_err();

@@ -86,6 +86,7 @@ pub async fn handle_counted(
 ) -> (Result<Value, HandlerError>, Summary) {
     let span = tracing::info_span!("invocation", request_id = %invocation.request_id);
     async move {
+        let started = Instant::now();
         let deadline = invocation
             .deadline
             .checked_sub(state.config.deadline_margin)
@@ -109,6 +110,12 @@ pub async fn handle_counted(
             }
         };
         log_summary(kind, &summary, &result);
+        crate::metrics::emit(
+            &state.config.metrics,
+            &trigger_name(kind),
+            &summary,
+            started.elapsed(),
+        );
         (result, summary)
     }
     .instrument(span)
@@ -128,10 +135,15 @@ fn warn_if_no_time(deadline: Instant, window: Duration) {
     }
 }
 
-fn log_summary(trigger: Option<Trigger>, s: &Summary, result: &Result<Value, HandlerError>) {
-    let trigger = trigger
+/// The trigger as the summary line and the metrics name it.
+fn trigger_name(trigger: Option<Trigger>) -> String {
+    trigger
         .map(|t| format!("{t:?}"))
-        .unwrap_or_else(|| "unknown".into());
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn log_summary(trigger: Option<Trigger>, s: &Summary, result: &Result<Value, HandlerError>) {
+    let trigger = trigger_name(trigger);
     let outcome = match result {
         Ok(_) => "ok".to_string(),
         Err(e) => e.to_string(),

@@ -160,9 +160,9 @@ async fn census_of(
     Ok((census, opened.etag, opened.last_modified))
 }
 
-/// Starts the run of `object` (or finds it, for the same event again): the census, the guard's
-/// decision, a held earlier run of the same source superseded, and (full sync, not held) the
-/// absent users' deactivations enqueued.
+/// Starts the run of `object` (or finds it, for the same event again: then false): the census,
+/// the guard's decision, a held earlier run of the same source superseded, and (full sync, not
+/// held) the absent users' deactivations enqueued.
 pub(super) async fn begin(
     state: &State,
     runs: &Runs,
@@ -170,7 +170,7 @@ pub(super) async fn begin(
     run_id: &str,
     mode: SyncMode,
     deadline: Instant,
-) -> Result<RunRecord, HandlerError> {
+) -> Result<(RunRecord, bool), HandlerError> {
     let source = format!("s3://{}/{}", object.bucket, object.key);
     let failed = |e: crate::runs::RunError| store_failed(&source, e);
     if let Some(record) = runs.store.get(run_id).await.map_err(failed)? {
@@ -179,7 +179,7 @@ pub(super) async fn begin(
             status = record.status.name(),
             "the run was started before: continuing it"
         );
-        return Ok(record);
+        return Ok((record, false));
     }
     let (census, etag, last_modified) = census_of(state, object, None).await?;
     let known = state
@@ -223,7 +223,7 @@ pub(super) async fn begin(
     let record = RunRecord::new(plan.clone(), held, planned.absent.len() as u64);
     let stored = runs.store.start(&record).await.map_err(failed)?;
     if stored.plan != plan {
-        return Ok(stored); // another invocation of the same event started it first
+        return Ok((stored, false)); // another invocation of the same event started it first
     }
     if let Some(before) = runs
         .store
@@ -247,7 +247,7 @@ pub(super) async fn begin(
             .map_err(|p| store_failed(&source, p))?;
     }
     tracing::info!(run_id, rows = census.rows, held, mode = ?mode, absent = planned.absent.len(), "run started");
-    Ok(stored)
+    Ok((stored, true))
 }
 
 /// Closes a held run overtaken by a newer one of the same source: never applied late.

@@ -357,7 +357,12 @@ async fn process_source(
     let etag = from.and_then(|c| c.etag.as_deref());
     let run = match (&state.runs, &start) {
         (Some(runs), Start::Event { run: Some(new), .. }) => {
-            Some(super::runs::begin(state, runs, object, &new.id, new.mode, deadline).await?)
+            let (record, started) =
+                super::runs::begin(state, runs, object, &new.id, new.mode, deadline).await?;
+            if started && record.status == crate::runs::RunStatus::Held {
+                summary.held += 1;
+            }
+            Some(record)
         }
         (Some(runs), Start::Checkpoint(checkpoint)) => runs
             .store
