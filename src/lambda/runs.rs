@@ -639,23 +639,23 @@ mod tests {
     #[test]
     fn deactivations_count_active_leavers_and_managed_absent_users() {
         let csv = "email,first_name,last_name,status\n\
-                   a@x,A,A,active\nb@x,B,B,leaver\nc@x,C,C,leaver\nn@x,N,N,leaver\n";
+                   a@x.org,A,A,active\nb@x.org,B,B,leaver\nc@x.org,C,C,leaver\nn@x.org,N,N,leaver\n";
         let census = Census::of(csv.as_bytes()).unwrap();
         let known = [
-            entry("a@x", true, true),
-            entry("b@x", true, true),     // leaver, active: counts
-            entry("c@x", true, false),    // leaver, already inactive: does not
-            entry("gone@x", true, true),  // managed, absent: counts in full sync
-            entry("seen@x", false, true), // only listed: never touched
-            entry("old@x", true, false),  // absent but inactive already
+            entry("a@x.org", true, true),
+            entry("b@x.org", true, true),     // leaver, active: counts
+            entry("c@x.org", true, false),    // leaver, already inactive: does not
+            entry("gone@x.org", true, true),  // managed, absent: counts in full sync
+            entry("seen@x.org", false, true), // only listed: never touched
+            entry("old@x.org", true, false),  // absent but inactive already
         ];
         let upsert = deactivations(&census, &known, SyncMode::Upsert);
-        assert_eq!(upsert.leavers, vec!["b@x".to_string()]);
+        assert_eq!(upsert.leavers, vec!["b@x.org".to_string()]);
         assert!(upsert.absent.is_empty());
         let full = deactivations(&census, &known, SyncMode::Full);
         assert_eq!(
             full.absent,
-            vec![("gone@x".to_string(), "GONE@X".to_string())]
+            vec![("gone@x.org".to_string(), "GONE@X.ORG".to_string())]
         );
         assert_eq!(full.known, 6);
     }
