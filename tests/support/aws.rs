@@ -291,6 +291,12 @@ pub fn sqs_event(messages: &[Message], queue_arn: &str) -> Value {
 
 /// An S3 `ObjectCreated:Put` notification; `key` as S3 sends it (URL-encoded, `+` for spaces).
 pub fn s3_put_event(bucket: &str, encoded_key: &str) -> Value {
+    s3_put_event_seq(bucket, encoded_key, "0")
+}
+
+/// [`s3_put_event`] for the upload with this `sequencer` (S3 gives each write of a key its own;
+/// the same notification delivered twice has the same).
+pub fn s3_put_event_seq(bucket: &str, encoded_key: &str, sequencer: &str) -> Value {
     json!({"Records": [{
         "eventVersion": "2.1",
         "eventSource": "aws:s3",
@@ -304,7 +310,7 @@ pub fn s3_put_event(bucket: &str, encoded_key: &str) -> Value {
             "s3SchemaVersion": "1.0",
             "configurationId": "test",
             "bucket": {"name": bucket, "ownerIdentity": {"principalId": "TEST"}, "arn": format!("arn:aws:s3:::{bucket}")},
-            "object": {"key": encoded_key, "size": 1, "eTag": "0", "sequencer": "0"}
+            "object": {"key": encoded_key, "size": 1, "eTag": "0", "sequencer": sequencer}
         }
     }]})
 }
@@ -620,4 +626,80 @@ pub async fn create_ledger_table(sdk: &SdkConfig, name: &str) {
         .send()
         .await
         .expect("create ledger table");
+}
+
+/// A queue that receives every event the function puts on the default bus (a rule matching
+/// `source` `scim-bulk-provisioner`, targeting the queue); returns its URL.
+pub async fn capture_run_events(sdk: &SdkConfig) -> String {
+    let sqs = sqs(sdk);
+    let url = sqs
+        .create_queue()
+        .queue_name("run-events")
+        .send()
+        .await
+        .expect("create the events queue")
+        .queue_url
+        .expect("queue url");
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes
+        .and_then(|mut a| a.remove(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+        .expect("queue arn");
+    let events = aws_sdk_eventbridge::Client::new(sdk);
+    events
+        .put_rule()
+        .name("run-events")
+        .event_pattern(r#"{"source": ["scim-bulk-provisioner"]}"#)
+        .send()
+        .await
+        .expect("put rule");
+    events
+        .put_targets()
+        .rule("run-events")
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("queue")
+                .arn(arn)
+                .build()
+                .expect("target"),
+        )
+        .send()
+        .await
+        .expect("put targets");
+    url
+}
+
+/// Every event captured so far by [`capture_run_events`]'s queue (each taken off it).
+pub async fn run_events(sdk: &SdkConfig, url: &str) -> Vec<Value> {
+    let sqs = sqs(sdk);
+    let mut events = Vec::new();
+    loop {
+        let out = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receive events");
+        let messages = out.messages.unwrap_or_default();
+        if messages.is_empty() {
+            return events;
+        }
+        for m in messages {
+            let body = m.body.clone().unwrap_or_default();
+            events.push(serde_json::from_str(&body).expect("an event as JSON"));
+            sqs.delete_message()
+                .queue_url(url)
+                .receipt_handle(m.receipt_handle.unwrap_or_default())
+                .send()
+                .await
+                .expect("delete event");
+        }
+    }
 }
