@@ -35,6 +35,43 @@ pub(super) enum Command {
     Validate(ValidateArgs),
     /// List the tenant again into the ledger and report drift; change nothing.
     Reconcile(ReconcileArgs),
+    /// Show a run's progress and outcome (or the latest runs) from the ledger table.
+    Status(StatusArgs),
+    /// Approve a run the deactivation guard holds: its deactivations are then sent.
+    Approve(ApproveArgs),
+}
+
+/// `status` options.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// The run (as in its summary and events); without it, the latest runs.
+    #[arg(value_name = "RUN_ID")]
+    pub run_id: Option<String>,
+    /// The ledger's DynamoDB table (AWS credentials and region from the environment).
+    #[arg(long, value_name = "TABLE", env = "LEDGER_TABLE")]
+    pub table: String,
+    /// Print the summary as JSON (the shape of reports/runs/<run_id>.json).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `approve` options.
+#[derive(Debug, Clone, Args)]
+pub struct ApproveArgs {
+    /// The held run.
+    #[arg(value_name = "RUN_ID")]
+    pub run_id: String,
+    /// The event bus the function's approval rule listens on.
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "EVENT_BUS_NAME",
+        default_value = "default"
+    )]
+    pub bus: String,
+    /// Check in the ledger's table that the run is held, and show what it holds, first.
+    #[arg(long, value_name = "TABLE", env = "LEDGER_TABLE")]
+    pub table: Option<String>,
 }
 
 /// What a provisioning command writes: the report, the summary's form, progress.

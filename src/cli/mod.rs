@@ -1,4 +1,4 @@
-//! The command-line tool: `demo`, `provision`, `validate` and `reconcile`. A thin layer over the engine and
+//! The command-line tool: `demo`, `provision`, `validate`, `reconcile`, `status` and `approve`. A thin layer over the engine and
 //! the pipeline the Lambda uses; it parses arguments, reads files, prints, and picks exit codes:
 //! 0 all done, 1 some rows failed or were invalid, 2 usage or configuration error.
 
@@ -12,6 +12,7 @@ mod progress;
 mod provision;
 mod reconcile;
 mod runner;
+mod runs;
 mod seed;
 mod summary;
 mod validate;
@@ -23,11 +24,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use args::{Cli, Command};
 pub use args::{
-    CredentialArgs, DemoArgs, PatchFormArg, ProvisionArgs, ReconcileArgs, UpdateMethodArg,
-    ValidateArgs,
+    ApproveArgs, CredentialArgs, DemoArgs, PatchFormArg, ProvisionArgs, ReconcileArgs, StatusArgs,
+    UpdateMethodArg, ValidateArgs,
 };
+use args::{Cli, Command};
 
 pub use summary::RunSummary;
 
@@ -65,6 +66,8 @@ pub async fn run() -> ExitCode {
         Command::Provision(args) => Box::pin(provision::run(args)).await,
         Command::Validate(args) => validate::run(&args.csv, args.json),
         Command::Reconcile(args) => Box::pin(reconcile::run(args)).await,
+        Command::Status(args) => Box::pin(runs::status(args)).await,
+        Command::Approve(args) => Box::pin(runs::approve(args)).await,
     };
     match result {
         Ok(code) => code,

@@ -14,17 +14,16 @@ use super::continuation;
 use super::s3::ObjectRef;
 use super::{reports, HandlerError, State};
 use crate::aws::events::EventBus;
-use crate::ledger::UserEntry;
 use crate::operation::{Operation, OperationResult};
 use crate::queue::{Requeue, WorkQueue};
 use crate::runs::census::Census;
 use crate::runs::guard;
+use crate::runs::plan::{absent_operation, deactivations};
 use crate::runs::summary::{RunSummary, EVENT_SOURCE};
 use crate::runs::{
     due, valid_run_id, RowId, RowOutcome, RunPlan, RunRecord, RunStatus, RunStore, Step, SyncMode,
 };
 use crate::sources::{fate, last_lines_by_user, CsvSource, RowFate};
-use crate::user::{user_name_key, User};
 
 /// How long one invocation holds the writing of a summary before another may take it over.
 const LEASE: Duration = Duration::from_secs(60);
@@ -94,47 +93,6 @@ fn store_failed(origin: &str, error: impl std::fmt::Display) -> HandlerError {
     }
 }
 
-/// The deactivations a file would send: leavers the tenant has active, and (full sync) the
-/// managed users it does not name, as (folded userName, tenant spelling).
-struct Deactivations {
-    leavers: Vec<String>,
-    absent: Vec<(String, String)>,
-    known: u64,
-}
-
-fn deactivations(census: &Census, known: &[UserEntry], mode: SyncMode) -> Deactivations {
-    let active = |e: &UserEntry| e.id.is_some() && e.active != Some(false);
-    let by_key: std::collections::HashMap<&str, &UserEntry> =
-        known.iter().map(|e| (e.key.as_str(), e)).collect();
-    let leavers = census
-        .leavers()
-        .filter(|name| {
-            by_key
-                .get(user_name_key(name).as_str())
-                .is_some_and(|e| active(e))
-        })
-        .map(str::to_string)
-        .collect();
-    let absent = match mode {
-        SyncMode::Upsert => Vec::new(),
-        SyncMode::Full => known
-            .iter()
-            .filter(|e| e.managed && active(e) && !census.names(&e.key))
-            .map(|e| {
-                (
-                    e.key.clone(),
-                    e.user_name.clone().unwrap_or_else(|| e.key.clone()),
-                )
-            })
-            .collect(),
-    };
-    Deactivations {
-        leavers,
-        absent,
-        known: known.iter().filter(|e| e.id.is_some()).count() as u64,
-    }
-}
-
 /// Reads the whole object once (on a blocking thread).
 async fn census_of(
     state: &State,
@@ -188,16 +146,11 @@ pub(super) async fn begin(
         .await
         .map_err(|e| store_failed(&source, e))?;
     let planned = deactivations(&census, &known, mode);
-    let count = (planned.leavers.len() + planned.absent.len()) as u64;
+    let count = planned.count();
     let held = runs
         .settings
         .guard
         .holds(count, planned.known, census.named());
-    let names = planned
-        .leavers
-        .iter()
-        .map(String::as_str)
-        .chain(planned.absent.iter().map(|(_, name)| name.as_str()));
     let plan = RunPlan {
         run_id: run_id.to_string(),
         source: source.clone(),
@@ -215,7 +168,7 @@ pub(super) async fn begin(
         },
         deactivations: count,
         sample: if held {
-            guard::sample(names)
+            guard::sample(planned.user_names())
         } else {
             Vec::new()
         },
@@ -275,34 +228,6 @@ async fn supersede(state: &State, runs: &Runs, run_id: &str) {
     }
 }
 
-/// The deactivation of a managed user the file does not name: only its userName matters.
-fn absent_operation(record: &RunRecord, user_name: &str, source_time: Option<u64>) -> Operation {
-    // Retry messages validate users like a producer's, so the required fields are filled with
-    // placeholders no write uses (a deactivation sends `active` only).
-    let email = if user_name.contains('@') {
-        user_name.to_string()
-    } else {
-        "absent-user@example.invalid".to_string()
-    };
-    let user = User {
-        user_name: user_name.to_string(),
-        email,
-        first_name: "-".into(),
-        last_name: "-".into(),
-        active: false,
-        display_name: None,
-        external_id: None,
-        title: None,
-        department: None,
-        employee_number: None,
-        phone: None,
-    };
-    let mut op = Operation::new(user, record.plan.source.clone(), None);
-    op.source_time = source_time;
-    op.run = Some(record.plan.run_id.clone());
-    op
-}
-
 async fn enqueue(state: &State, operations: Vec<Operation>) -> Result<(), String> {
     if operations.is_empty() {
         return Ok(());
@@ -337,7 +262,9 @@ async fn enqueue_absent(
 ) -> Result<(), String> {
     let ops = absent
         .iter()
-        .map(|(_, name)| absent_operation(record, name, source_time))
+        .map(|(_, name)| {
+            absent_operation(&record.plan.run_id, &record.plan.source, name, source_time)
+        })
         .collect();
     enqueue(state, ops).await
 }
@@ -522,7 +449,7 @@ pub(super) async fn approve(
     operations.extend(
         absent
             .iter()
-            .map(|(_, name)| absent_operation(&record, name, last_modified)),
+            .map(|(_, name)| absent_operation(&plan.run_id, &plan.source, name, last_modified)),
     );
     let count = operations.len();
     enqueue(state, operations)
@@ -623,40 +550,5 @@ mod tests {
         assert_ne!(run_id(&["ab", "c"]), run_id(&["a", "bc"]));
         assert!(valid_run_id(&a));
         assert!(!valid_run_id("../x") && !valid_run_id("") && !valid_run_id(&"a".repeat(101)));
-    }
-
-    fn entry(key: &str, managed: bool, active: bool) -> UserEntry {
-        UserEntry {
-            key: key.into(),
-            id: Some(format!("id-{key}")),
-            user_name: Some(key.to_uppercase()),
-            active: Some(active),
-            managed,
-            ..UserEntry::default()
-        }
-    }
-
-    #[test]
-    fn deactivations_count_active_leavers_and_managed_absent_users() {
-        let csv = "email,first_name,last_name,status\n\
-                   a@x.org,A,A,active\nb@x.org,B,B,leaver\nc@x.org,C,C,leaver\nn@x.org,N,N,leaver\n";
-        let census = Census::of(csv.as_bytes()).unwrap();
-        let known = [
-            entry("a@x.org", true, true),
-            entry("b@x.org", true, true),     // leaver, active: counts
-            entry("c@x.org", true, false),    // leaver, already inactive: does not
-            entry("gone@x.org", true, true),  // managed, absent: counts in full sync
-            entry("seen@x.org", false, true), // only listed: never touched
-            entry("old@x.org", true, false),  // absent but inactive already
-        ];
-        let upsert = deactivations(&census, &known, SyncMode::Upsert);
-        assert_eq!(upsert.leavers, vec!["b@x.org".to_string()]);
-        assert!(upsert.absent.is_empty());
-        let full = deactivations(&census, &known, SyncMode::Full);
-        assert_eq!(
-            full.absent,
-            vec![("gone@x.org".to_string(), "GONE@X.ORG".to_string())]
-        );
-        assert_eq!(full.known, 6);
     }
 }

@@ -95,28 +95,23 @@ impl DynamoRuns {
         })
     }
 
-    /// One conditional update; false if its condition failed.
-    async fn conditional(
+    /// The answer to a conditional update: false if its condition failed.
+    fn conditional<T>(
         &self,
-        update: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
+        sent: Result<
+            T,
+            aws_sdk_dynamodb::error::SdkError<
+                aws_sdk_dynamodb::operation::update_item::UpdateItemError,
+            >,
+        >,
     ) -> Result<bool, RunError> {
-        match update.send().await {
+        match sent {
             Ok(_) => Ok(true),
             Err(e) if crate::aws::error_code(&e) == Some("ConditionalCheckFailedException") => {
                 Ok(false)
             }
             Err(e) => Err(self.error("written", crate::aws::error_text(&e))),
         }
-    }
-
-    fn update(
-        &self,
-        key: Item,
-    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key))
     }
 
     async fn query_all(&self, pk: String, prefix: &str) -> Result<Vec<Item>, RunError> {
@@ -239,7 +234,10 @@ impl RunStore for DynamoRuns {
     ) -> BoxFuture<'a, Result<Option<String>, RunError>> {
         Box::pin(async move {
             let output = self
-                .update(key(format!("source#{source}"), "latest"))
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(format!("source#{source}"), "latest")))
                 .update_expression("SET run_id = :id, #ttl = :ttl")
                 .expression_attribute_names("#ttl", "ttl")
                 .expression_attribute_values(":id", s(run_id))
@@ -272,20 +270,22 @@ impl RunStore for DynamoRuns {
                     .push(id.encode());
             }
             for (group, outcomes) in groups {
-                let mut update = self
-                    .update(key(format!("run#{run_id}"), &format!("rows#{group}")))
-                    .expression_attribute_names("#ttl", "ttl")
-                    .expression_attribute_values(":ttl", ttl());
+                let mut names = HashMap::from([("#ttl".to_string(), "ttl".to_string())]);
+                let mut values = HashMap::from([(":ttl".to_string(), ttl())]);
                 let mut adds = Vec::new();
                 for (outcome, ids) in outcomes {
                     let name = outcome.name();
                     adds.push(format!("#{name} :{name}"));
-                    update = update
-                        .expression_attribute_names(format!("#{name}"), name)
-                        .expression_attribute_values(format!(":{name}"), AttributeValue::Ss(ids));
+                    names.insert(format!("#{name}"), name.to_string());
+                    values.insert(format!(":{name}"), AttributeValue::Ss(ids));
                 }
-                update
+                self.client
+                    .update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key(format!("run#{run_id}"), &format!("rows#{group}"))))
                     .update_expression(format!("SET #ttl = :ttl ADD {}", adds.join(", ")))
+                    .set_expression_attribute_names(Some(names))
+                    .set_expression_attribute_values(Some(values))
                     .send()
                     .await
                     .map_err(|e| self.error("written", crate::aws::error_text(&e)))?;
@@ -301,20 +301,23 @@ impl RunStore for DynamoRuns {
         report: Option<&'a str>,
     ) -> BoxFuture<'a, Result<(), RunError>> {
         Box::pin(async move {
-            let mut update = self
-                .update(run_key(run_id))
-                .condition_expression("attribute_exists(pk)")
-                .expression_attribute_values(":requests", n(requests));
+            let mut values = HashMap::from([(":requests".to_string(), n(requests))]);
             let mut expression = "ADD requests :requests".to_string();
             if let Some(report) = report {
                 expression.push_str(", reports :report");
-                update = update.expression_attribute_values(
-                    ":report",
-                    AttributeValue::Ss(vec![report.into()]),
-                );
+                values.insert(":report".into(), AttributeValue::Ss(vec![report.into()]));
             }
-            self.conditional(update.update_expression(expression))
-                .await?;
+            let sent = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(run_key(run_id)))
+                .condition_expression("attribute_exists(pk)")
+                .update_expression(expression)
+                .set_expression_attribute_values(Some(values))
+                .send()
+                .await;
+            self.conditional(sent)?;
             Ok(())
         })
     }
@@ -343,18 +346,27 @@ impl RunStore for DynamoRuns {
         absent: Option<u64>,
     ) -> BoxFuture<'a, Result<bool, RunError>> {
         Box::pin(async move {
-            let mut update = self
-                .update(run_key(run_id))
-                .condition_expression("#status = :from")
-                .expression_attribute_names("#status", "status")
-                .expression_attribute_values(":from", s(from.name()))
-                .expression_attribute_values(":to", s(to.name()));
+            let mut values = HashMap::from([
+                (":from".to_string(), s(from.name())),
+                (":to".to_string(), s(to.name())),
+            ]);
             let mut expression = "SET #status = :to".to_string();
             if let Some(absent) = absent {
                 expression.push_str(", absent = :absent");
-                update = update.expression_attribute_values(":absent", n(absent));
+                values.insert(":absent".into(), n(absent));
             }
-            self.conditional(update.update_expression(expression)).await
+            let sent = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(run_key(run_id)))
+                .condition_expression("#status = :from")
+                .update_expression(expression)
+                .expression_attribute_names("#status", "status")
+                .set_expression_attribute_values(Some(values))
+                .send()
+                .await;
+            self.conditional(sent)
         })
     }
 
@@ -370,8 +382,11 @@ impl RunStore for DynamoRuns {
                 format!("lease_{}", step.name()),
                 format!("done_{}", step.name()),
             );
-            let update = self
-                .update(run_key(run_id))
+            let sent = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(run_key(run_id)))
                 .update_expression("SET #lease = :until")
                 .condition_expression(
                     "attribute_exists(pk) AND attribute_not_exists(#done) AND \
@@ -380,8 +395,10 @@ impl RunStore for DynamoRuns {
                 .expression_attribute_names("#lease", lease)
                 .expression_attribute_names("#done", done)
                 .expression_attribute_values(":until", n(until))
-                .expression_attribute_values(":now", n(now));
-            self.conditional(update).await
+                .expression_attribute_values(":now", n(now))
+                .send()
+                .await;
+            self.conditional(sent)
         })
     }
 
@@ -392,19 +409,24 @@ impl RunStore for DynamoRuns {
         at: u64,
     ) -> BoxFuture<'a, Result<(), RunError>> {
         Box::pin(async move {
-            let mut update = self
-                .update(run_key(run_id))
-                .expression_attribute_names("#done", format!("done_{}", step.name()))
-                .expression_attribute_values(":yes", AttributeValue::Bool(true));
-            update = match step {
-                Step::Held => update.update_expression("SET #done = :yes"),
-                Step::Completed => update
-                    .update_expression("SET #done = :yes, #status = :completed, finished_at = :at")
-                    .expression_attribute_names("#status", "status")
-                    .expression_attribute_values(":completed", s(RunStatus::Completed.name()))
-                    .expression_attribute_values(":at", n(at)),
+            let mut names = HashMap::from([("#done".to_string(), format!("done_{}", step.name()))]);
+            let mut values = HashMap::from([(":yes".to_string(), AttributeValue::Bool(true))]);
+            let expression = match step {
+                Step::Held => "SET #done = :yes",
+                Step::Completed => {
+                    names.insert("#status".into(), "status".into());
+                    values.insert(":completed".into(), s(RunStatus::Completed.name()));
+                    values.insert(":at".into(), n(at));
+                    "SET #done = :yes, #status = :completed, finished_at = :at"
+                }
             };
-            update
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(run_key(run_id)))
+                .update_expression(expression)
+                .set_expression_attribute_names(Some(names))
+                .set_expression_attribute_values(Some(values))
                 .send()
                 .await
                 .map_err(|e| self.error("written", crate::aws::error_text(&e)))?;

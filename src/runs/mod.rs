@@ -9,6 +9,7 @@ pub mod census;
 pub mod dynamodb;
 pub mod guard;
 pub mod memory;
+pub mod plan;
 pub mod summary;
 
 use std::collections::{BTreeMap, HashMap};

@@ -153,6 +153,78 @@ impl RunSummary {
         }
     }
 
+    /// The summary as a few lines of text (the CLI's `status` and `demo`).
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "Run {} — {} ({} sync)
+  source   {}
+  started  {}
+",
+            self.run_id,
+            self.status,
+            match self.mode {
+                super::SyncMode::Upsert => "upsert",
+                super::SyncMode::Full => "full",
+            },
+            self.source,
+            self.started_at
+        );
+        if let Some(finished) = &self.finished_at {
+            out.push_str(&format!(
+                "  finished {finished}
+"
+            ));
+        }
+        out.push_str(&format!(
+            "  rows {}: created {}, updated {}, unchanged {}, deactivated {}, skipped {}, failed {}, invalid {}, duplicate {}{}
+",
+            self.rows,
+            self.created,
+            self.updated,
+            self.unchanged,
+            self.deactivated,
+            self.skipped,
+            self.failed,
+            self.invalid,
+            self.duplicate,
+            if self.pending > 0 {
+                format!(", pending {}", self.pending)
+            } else {
+                String::new()
+            }
+        ));
+        if let Some(absent) = &self.absent {
+            out.push_str(&format!(
+                "  absent from the file: {} managed user(s): deactivated {}, unchanged {}, skipped {}, failed {}
+",
+                absent.total, absent.deactivated, absent.unchanged, absent.skipped, absent.failed
+            ));
+        }
+        if let Some(held) = &self.held {
+            out.push_str(&format!(
+                "  HELD: {} deactivation(s) ({} leaver row(s)) wait for approval; e.g. {}
+  approve with: {}
+",
+                held.deactivations,
+                held.rows,
+                held.sample.join(", "),
+                held.approve
+            ));
+        }
+        out.push_str(&format!(
+            "  SCIM requests {}
+",
+            self.requests
+        ));
+        for report in &self.reports {
+            out.push_str(&format!(
+                "  report {report}
+"
+            ));
+        }
+        out
+    }
+
     /// Where the summary object is written under the report bucket.
     pub fn key(run_id: &str) -> String {
         format!("reports/runs/{run_id}.json")
