@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::engine::{EngineConfig, UpdateMethod};
-use crate::retry::{RetryPolicy, MAX_DELAY};
+use crate::retry::{parse_duration, RetryPolicy, DEFAULT_MAX_AGE, MAX_DELAY};
 use crate::scim::http::Timeouts;
 
 /// Why the environment does not describe a usable function.
@@ -35,7 +35,8 @@ pub struct FunctionConfig {
     pub report_bucket: Option<String>,
     /// `LEDGER_TABLE`: the DynamoDB table of the ledger (None: no ledger, no state).
     pub ledger_table: Option<String>,
-    /// `MAX_ATTEMPTS`, `RETRY_BASE_SECONDS`, `RETRY_MAX_SECONDS` (the cap is clamped to 900 s).
+    /// `MAX_ATTEMPTS`, `MAX_RETRY_AGE`, `RETRY_BASE_SECONDS`, `RETRY_MAX_SECONDS` (the cap is
+    /// clamped to 900 s).
     pub retry: RetryPolicy,
     /// `SCIM_MAX_OPERATIONS`: operations per BulkRequest at most.
     pub max_operations: usize,
@@ -84,6 +85,16 @@ impl FunctionConfig {
             0,
             "a whole number of seconds (at most 900 is used)",
         )?;
+        let max_age = match env.text("MAX_RETRY_AGE") {
+            None => DEFAULT_MAX_AGE,
+            Some(v) => parse_duration(&v).filter(|d| !d.is_zero()).ok_or_else(|| {
+                invalid(
+                    "MAX_RETRY_AGE",
+                    v,
+                    "a duration of at least 1 second: whole seconds, or with s, m, h or d (24h)",
+                )
+            })?,
+        };
         let rpm = env.number(
             "SCIM_REQUESTS_PER_MINUTE",
             0,
@@ -100,6 +111,7 @@ impl FunctionConfig {
                 // SQS cannot delay a message longer than 900 s (README, "Function environment").
                 cap: Duration::from_secs(cap).min(MAX_DELAY),
                 max_attempts: u32::try_from(max_attempts).unwrap_or(u32::MAX),
+                max_age,
             },
             max_operations: env.number(
                 "SCIM_MAX_OPERATIONS",
@@ -286,8 +298,14 @@ mod tests {
             ("SCIM_CONNECT_TIMEOUT_SECONDS", "2"),
             ("S3_FORCE_PATH_STYLE", "TRUE"),
             ("SCIM_ADAPTIVE_PACING", "true"),
+            ("MAX_RETRY_AGE", "36h"),
         ])
         .unwrap();
+        assert_eq!(c.retry.max_age, Duration::from_secs(36 * 3600));
+        assert_eq!(
+            config(&[("MAX_RETRY_AGE", "600")]).unwrap().retry.max_age,
+            Duration::from_secs(600)
+        );
         assert_eq!(c.report_bucket.as_deref(), Some("reports"));
         assert_eq!(c.retry.max_attempts, 3);
         assert_eq!(c.retry.base, Duration::ZERO);
@@ -336,6 +354,9 @@ mod tests {
             ("S3_FORCE_PATH_STYLE", "on"),
             ("SCIM_ADAPTIVE_PACING", "sometimes"),
             ("SCIM_TIMEOUT_SECONDS", "0"),
+            ("MAX_RETRY_AGE", "0"),
+            ("MAX_RETRY_AGE", "a day"),
+            ("MAX_RETRY_AGE", "1.5h"),
         ];
         for (var, value) in cases {
             let err = config(&[(var, value)]).unwrap_err();
