@@ -34,6 +34,20 @@ pub struct Operation {
     /// that its final outcome is counted for that run whichever invocation settles it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<String>,
+    /// Retries that waited without spending an attempt (throttling, unavailability, a stall,
+    /// a lost answer): with `attempt`, they lengthen the backoff; `first_seen` bounds them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub waits: u32,
+    /// The user's id in the tenant, as an earlier attempt found it (the lookup after a `409`,
+    /// a fetch, the ledger): the retry fetches and updates it instead of creating it again. A
+    /// hint only: a `404` on it, or a resource of another user, falls back to a lookup by
+    /// userName.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_id: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Operation {
@@ -48,6 +62,8 @@ impl Operation {
             last_error: None,
             source_time: None,
             run: None,
+            waits: 0,
+            resource_id: None,
         }
     }
 
@@ -111,6 +127,11 @@ pub enum Outcome {
         reason: String,
         /// Jittered backoff, never below the server's Retry-After.
         delay: Duration,
+        /// Whether this failure spends an attempt (a refusal or an ambiguous error) or only
+        /// waits (throttling, unavailability, a stall, a lost answer).
+        attempt_spent: bool,
+        /// The user's id in the tenant the next attempt starts from (None: look it up).
+        resource_id: Option<String>,
     },
     /// Not sent because the cycle's deadline or rate budget would be passed; send after `delay`.
     Deferred {
@@ -118,6 +139,8 @@ pub enum Outcome {
         reason: String,
         /// When the rate budget allows it again.
         delay: Duration,
+        /// The user's id in the tenant the next attempt starts from (None: look it up).
+        resource_id: Option<String>,
     },
 }
 
@@ -161,20 +184,96 @@ pub struct OperationResult {
 
 impl OperationResult {
     /// The operation to enqueue again for a retry or deferred outcome: the attempt count goes up
-    /// only for operations that were actually sent.
+    /// only for failures that spend one, the waits for the others; the user's id found travels
+    /// with it.
     pub fn requeued(&self) -> Option<Operation> {
         let mut op = self.operation.clone();
         match &self.outcome {
-            Outcome::Retry { status, reason, .. } => {
-                op.attempt += 1;
+            Outcome::Retry {
+                status,
+                reason,
+                attempt_spent,
+                resource_id,
+                ..
+            } => {
+                if *attempt_spent {
+                    op.attempt = op.attempt.saturating_add(1);
+                } else {
+                    op.waits = op.waits.saturating_add(1);
+                }
                 op.last_error = Some(match status {
                     Some(s) => format!("{s}: {reason}"),
                     None => reason.clone(),
                 });
+                op.resource_id = resource_id.clone();
                 Some(op)
             }
-            Outcome::Deferred { .. } => Some(op),
+            Outcome::Deferred { resource_id, .. } => {
+                op.resource_id = resource_id.clone();
+                Some(op)
+            }
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(outcome: Outcome) -> OperationResult {
+        let mut operation = Operation::new(crate::user::sample("ada@example.com"), "test", None);
+        operation.resource_id = Some("old".into());
+        OperationResult { operation, outcome }
+    }
+
+    #[test]
+    fn waiting_spends_no_attempt_and_the_id_found_travels() {
+        let retry = |attempt_spent, resource_id: Option<&str>| Outcome::Retry {
+            status: Some(503),
+            reason: "unavailable".into(),
+            delay: Duration::from_secs(1),
+            attempt_spent,
+            resource_id: resource_id.map(str::to_string),
+        };
+        let waited = result(retry(false, Some("id-7"))).requeued().unwrap();
+        assert_eq!((waited.attempt, waited.waits), (0, 1));
+        assert_eq!(waited.resource_id.as_deref(), Some("id-7"));
+        assert_eq!(waited.last_error.as_deref(), Some("503: unavailable"));
+        let spent = result(retry(true, None)).requeued().unwrap();
+        assert_eq!((spent.attempt, spent.waits), (1, 0));
+        assert_eq!(spent.resource_id, None, "a hint found wrong is dropped");
+        let deferred = result(Outcome::Deferred {
+            reason: "later".into(),
+            delay: Duration::from_secs(1),
+            resource_id: Some("old".into()),
+        })
+        .requeued()
+        .unwrap();
+        assert_eq!((deferred.attempt, deferred.waits), (0, 0));
+        assert_eq!(deferred.resource_id.as_deref(), Some("old"));
+        assert!(result(Outcome::Unchanged { id: "x".into() })
+            .requeued()
+            .is_none());
+    }
+
+    #[test]
+    fn a_version_1_message_without_the_new_fields_reads_and_they_are_left_out_when_unset() {
+        let old = serde_json::json!({
+            "user": crate::user::sample("ada@example.com"),
+            "attempt": 2, "source": "s3://b/k", "first_seen": 1_700_000_000u64,
+        });
+        let op: Operation = serde_json::from_value(old).unwrap();
+        assert_eq!((op.waits, op.resource_id.clone()), (0, None));
+        let text = serde_json::to_string(&op).unwrap();
+        assert!(
+            !text.contains("waits") && !text.contains("resource_id"),
+            "{text}"
+        );
+        let mut op = op;
+        op.waits = 3;
+        op.resource_id = Some("id-1".into());
+        let back: Operation = serde_json::from_str(&serde_json::to_string(&op).unwrap()).unwrap();
+        assert_eq!(back, op);
     }
 }

@@ -1,5 +1,7 @@
 //! Backoff for retryable operations: full jitter, never below the server's `Retry-After`,
-//! never above 900 s (the SQS `DelaySeconds` maximum). The engine returns delays; it never sleeps.
+//! never above 900 s (the SQS `DelaySeconds` maximum), and the two limits of patience: attempts
+//! (refusals and ambiguous errors) and age (everything else). The engine returns delays; it
+//! never sleeps.
 
 use std::time::{Duration, SystemTime};
 
@@ -7,6 +9,8 @@ use rand::Rng;
 
 /// The largest delay SQS accepts for a message (15 minutes).
 pub const MAX_DELAY: Duration = Duration::from_secs(900);
+/// How long an operation may keep waiting (throttled, deferred, unanswered) by default: a day.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
 /// How retryable operations are spaced out and when they give up.
 #[derive(Debug, Clone, PartialEq)]
@@ -15,8 +19,12 @@ pub struct RetryPolicy {
     pub base: Duration,
     /// Backoff cap, itself capped at [`MAX_DELAY`].
     pub cap: Duration,
-    /// Attempts per operation before it is reported as failed.
+    /// Attempts per operation before it is reported as failed. Only refusals and errors that
+    /// may come from the operation or the configuration spend one (see `engine::classify`).
     pub max_attempts: u32,
+    /// How long after it was first read an operation may still be sent again; past it, work
+    /// that never got through (throttled, unavailable, unanswered) is reported failed.
+    pub max_age: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -25,6 +33,7 @@ impl Default for RetryPolicy {
             base: Duration::from_secs(2),
             cap: MAX_DELAY,
             max_attempts: 8,
+            max_age: DEFAULT_MAX_AGE,
         }
     }
 }
@@ -55,6 +64,48 @@ impl RetryPolicy {
     pub fn may_retry(&self, attempts_made: u32) -> bool {
         attempts_made < self.max_attempts
     }
+
+    /// How far past the age limit an operation first read at `first_seen` (Unix seconds; 0:
+    /// unknown, never too old) is at `now`, if it is: None while it may still wait.
+    pub fn past_age(&self, first_seen: u64, now: u64) -> Option<Duration> {
+        if first_seen == 0 {
+            return None;
+        }
+        let age = Duration::from_secs(now.saturating_sub(first_seen));
+        (age >= self.max_age).then_some(age)
+    }
+}
+
+/// A duration as people write it: `36h`, `90m`, `45s`, `2d` (the largest unit that divides it;
+/// whole seconds).
+pub fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        0 => "0s".into(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// Reads a duration written as whole seconds (`86400`) or with a unit suffix: `s`, `m`, `h`,
+/// `d` (`86400s`, `1440m`, `24h`, `1d`). None for anything else.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let n: u64 = digits.parse().ok()?;
+    let scale = match unit.trim().to_ascii_lowercase().as_str() {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    n.checked_mul(scale).map(Duration::from_secs)
 }
 
 /// Parses a `Retry-After` header: delay-seconds or an HTTP-date (RFC 9110 §10.2.3).
@@ -101,6 +152,7 @@ mod tests {
             base: Duration::from_secs(1),
             cap: Duration::from_secs(10),
             max_attempts: 3,
+            ..RetryPolicy::default()
         };
         let mut rng = StdRng::seed_from_u64(3);
         for _ in 0..100 {
@@ -117,6 +169,7 @@ mod tests {
             base: Duration::from_secs(100),
             cap: Duration::from_secs(10_000),
             max_attempts: 8,
+            ..RetryPolicy::default()
         };
         let mut rng = StdRng::seed_from_u64(9);
         for _ in 0..200 {
@@ -162,5 +215,44 @@ mod tests {
         let policy = RetryPolicy::default();
         assert!(policy.may_retry(7));
         assert!(!policy.may_retry(8));
+    }
+
+    #[test]
+    fn age_is_bounded_and_an_unknown_first_read_never_ages() {
+        let policy = RetryPolicy::default();
+        let day = 86_400;
+        assert_eq!(policy.past_age(1_000_000, 1_000_000 + day - 1), None);
+        assert_eq!(
+            policy.past_age(1_000_000, 1_000_000 + day),
+            Some(Duration::from_secs(day))
+        );
+        assert_eq!(policy.past_age(0, u64::MAX), None);
+        // A first read in the future (clock skew between containers) is no age at all.
+        assert_eq!(policy.past_age(2_000_000, 1_000_000), None);
+    }
+
+    #[test]
+    fn durations_read_and_written_as_people_do() {
+        let secs = Duration::from_secs;
+        for (text, expected) in [
+            ("86400", Some(secs(86_400))),
+            ("86400s", Some(secs(86_400))),
+            ("1440m", Some(secs(86_400))),
+            ("24h", Some(secs(86_400))),
+            (" 2D ", Some(secs(172_800))),
+            ("90 m", Some(secs(5400))),
+            ("", None),
+            ("h", None),
+            ("1.5h", None),
+            ("-1h", None),
+            ("3w", None),
+            ("99999999999999999999d", None),
+        ] {
+            assert_eq!(parse_duration(text), expected, "{text:?}");
+        }
+        assert_eq!(human_duration(secs(86_400)), "1d");
+        assert_eq!(human_duration(secs(36 * 3600)), "36h");
+        assert_eq!(human_duration(secs(5400)), "90m");
+        assert_eq!(human_duration(secs(61)), "61s");
     }
 }

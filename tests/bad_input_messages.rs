@@ -201,7 +201,8 @@ async fn unusable_bodies_fail_alone_and_the_rest_of_the_batch_goes() {
 /// Retry messages are not trusted: anyone allowed to send to the queue can write one. A forged
 /// one with an invalid email is reported `invalid` by its message and operation index and
 /// nothing is sent; one claiming u32::MAX attempts gets a single last attempt (no overflow, no
-/// extra retries): after a 503 it is reported failed, not re-enqueued.
+/// extra retries): after a 500 (an error that spends an attempt; a 503 would only wait) it is
+/// reported failed, not re-enqueued.
 #[tokio::test]
 async fn forged_retry_messages_are_validated_like_producer_messages() {
     support::aws::init_logs();
@@ -209,7 +210,7 @@ async fn forged_retry_messages_are_validated_like_producer_messages() {
     let proxy = FaultProxy::in_front_of(&scim);
     let stack = start_stack(&bearer_secret(&proxy.url, &scim.token)).await;
     let state = stack.state(&[("REPORT_BUCKET", BUCKET)]);
-    proxy.inject("POST", "/Bulk", Fault::status(503));
+    proxy.inject("POST", "/Bulk", Fault::status(500));
     let mut bad_email = retry_op("not-an-address", json!({}));
     bad_email["user"]["user_name"] = json!("forged@example.com");
     let batch: Vec<(&str, String)> = vec![
@@ -228,10 +229,10 @@ async fn forged_retry_messages_are_validated_like_producer_messages() {
         .await
         .expect("the batch is handled");
     assert!(batch_failures(&response).is_empty(), "{response}");
-    assert_eq!(proxy.pending_faults(), 0, "the 503 was met");
+    assert_eq!(proxy.pending_faults(), 0, "the 500 was met");
 
     let users = list_users(&scim.base_url, &scim.token).await;
-    assert!(users.is_empty(), "nothing got through the 503: {users:#?}");
+    assert!(users.is_empty(), "nothing got through the 500: {users:#?}");
     let sent: Vec<String> = proxy
         .requests()
         .iter()
@@ -246,7 +247,7 @@ async fn forged_retry_messages_are_validated_like_producer_messages() {
     assert_eq!(
         queue_depth(&stack.sdk, &stack.queues.url).await,
         1,
-        "only ok@ goes back to the queue after the 503"
+        "only ok@ goes back to the queue after the 500"
     );
     let requeued = receive(
         &stack.sdk,

@@ -9,8 +9,14 @@
 //!
 //! `CHAOS_SEED` (default 6) picks the random choices; `CHAOS_LIMIT_SECONDS` (default 300)
 //! bounds the run. Figures are printed (`-- --nocapture`) so runs can be compared.
+//!
+//! `chaos/profile.rs` runs issue 18's profile (hard throttling, lost answers, stalls) over
+//! 20 seeds, first pass and rerun: nobody may be reported failed, nobody may be wrong.
 
 mod support;
+
+#[path = "chaos/profile.rs"]
+mod profile;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

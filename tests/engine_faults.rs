@@ -9,6 +9,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use scim_bulk_provisioner::engine::{EngineConfig, EngineError};
 use scim_bulk_provisioner::operation::{Operation, Outcome};
+use scim_bulk_provisioner::retry::RetryPolicy;
 use scim_bulk_provisioner::scim::credentials::Credentials;
 use scim_bulk_provisioner::scim::http::Timeouts;
 use scim_bulk_provisioner::user::User;
@@ -55,7 +56,16 @@ fn retry_of(outcome: &Outcome) -> (Option<u16>, String, Duration) {
             status,
             reason,
             delay,
+            ..
         } => (*status, reason.clone(), *delay),
+        other => panic!("expected a retry, got {other:?}"),
+    }
+}
+
+/// Whether a retry spends an attempt (a refusal, an ambiguous error) or only waits.
+fn spends_attempt(outcome: &Outcome) -> bool {
+    match outcome {
+        Outcome::Retry { attempt_spent, .. } => *attempt_spent,
         other => panic!("expected a retry, got {other:?}"),
     }
 }
@@ -87,20 +97,36 @@ async fn whole_request_errors_make_every_operation_retryable() {
         ..EngineConfig::default()
     };
     let engine = engine_with(bearer(&proxy, &scim), config);
+    // Unavailability, resets and stalls wait without spending an attempt; an answer that
+    // cannot be read (it may be the operation's doing) spends one.
     let cases = [
-        (Fault::status(503), Some(503), "503"),
-        (Fault::Reset, None, "network"),
-        (Fault::Delay(Duration::from_secs(3)), None, "timed out"),
-        (Fault::html(200), Some(200), "not JSON"),
-        (Fault::Truncate, Some(200), "not JSON"),
+        (Fault::status(503), Some(503), "503", false),
+        (Fault::status(502), Some(502), "502", false),
+        (Fault::status(500), Some(500), "500", true),
+        (Fault::Reset, None, "network", false),
+        (
+            Fault::Delay(Duration::from_secs(3)),
+            None,
+            "timed out",
+            false,
+        ),
+        (Fault::html(200), Some(200), "not JSON", true),
+        (Fault::Truncate, Some(200), "not JSON", true),
     ];
-    for (i, (fault, expected_status, words)) in cases.into_iter().enumerate() {
+    for (i, (fault, expected_status, words, spent)) in cases.into_iter().enumerate() {
         proxy.inject("POST", "/Bulk", fault.clone());
         let report = cycle(&engine, ops(&format!("whole{i}-"), 2)).await;
         for r in &report.results {
             let (status, reason, _) = retry_of(&r.outcome);
             assert_eq!(status, expected_status, "{fault:?}");
             assert!(reason.contains(words), "{fault:?}: {reason}");
+            assert_eq!(spends_attempt(&r.outcome), spent, "{fault:?}");
+            let again = r.requeued().expect("re-enqueued");
+            assert_eq!(
+                (again.attempt, again.waits),
+                if spent { (1, 0) } else { (0, 1) },
+                "{fault:?}"
+            );
         }
     }
 }
@@ -116,12 +142,12 @@ async fn operations_missing_from_the_response_are_retried_and_never_duplicated()
         ["created", "created", "created", "retry", "retry"]
     );
     // The server did apply the dropped ones: the retry meets a 409, finds them holding what the
-    // operation asks, and writes nothing more.
+    // operation asks, and writes nothing more. A lost answer waits: no attempt is spent.
     let again: Vec<Operation> = first.results.iter().filter_map(|r| r.requeued()).collect();
     assert_eq!(again.len(), 2);
     assert!(again
         .iter()
-        .all(|op| op.attempt == 1 && op.last_error.is_some()));
+        .all(|op| op.attempt == 0 && op.waits == 1 && op.last_error.is_some()));
     let second = cycle(&engine, again).await;
     assert_eq!(kinds(&second), ["unchanged", "unchanged"]);
     assert_eq!(scim.users().await.len(), 5);
@@ -198,17 +224,58 @@ async fn bulk_answering_404_falls_back_to_single_requests() {
 async fn exhausted_operations_fail_with_their_last_error() {
     let (scim, proxy) = setup().await;
     let engine = engine_with(bearer(&proxy, &scim), EngineConfig::default());
-    proxy.inject("POST", "/Bulk", Fault::status(503));
+    proxy.inject("POST", "/Bulk", Fault::status(500));
     let mut tired = ops("tired", 1);
     tired[0].attempt = 7;
-    let report = cycle(&engine, tired).await;
+    let report = cycle(&engine, tired.clone()).await;
     match &report.results[0].outcome {
         Outcome::Failed { status, detail, .. } => {
-            assert_eq!(*status, Some(503));
+            assert_eq!(*status, Some(500));
             assert!(detail.contains("gave up after 8 attempts"), "{detail}");
         }
         other => panic!("{other:?}"),
     }
+    // Throttling and unavailability spend no attempt: the same operation only waits.
+    for fault in [Fault::status(503), Fault::throttled("1")] {
+        proxy.inject("POST", "/Bulk", fault.clone());
+        let report = cycle(&engine, tired.clone()).await;
+        assert!(!spends_attempt(&report.results[0].outcome), "{fault:?}");
+    }
+    assert!(scim.users().await.is_empty());
+}
+
+#[tokio::test]
+async fn work_that_waits_past_max_retry_age_fails_saying_so_with_its_last_error() {
+    let (scim, proxy) = setup().await;
+    let config = EngineConfig {
+        retry: RetryPolicy {
+            max_age: Duration::from_secs(3600),
+            ..RetryPolicy::default()
+        },
+        ..EngineConfig::default()
+    };
+    let engine = engine_with(bearer(&proxy, &scim), config);
+    let mut batch = ops("aged", 2);
+    // The first was read two hours ago, the second a minute ago.
+    batch[0].first_seen -= 7200;
+    batch[0].waits = 40;
+    batch[1].first_seen -= 60;
+    proxy.inject("POST", "/Bulk", Fault::status(503));
+    let report = cycle(&engine, batch).await;
+    match &report.results[0].outcome {
+        Outcome::Failed { status, detail, .. } => {
+            assert_eq!(*status, Some(503));
+            assert!(
+                detail.starts_with("not provisioned within MAX_RETRY_AGE (1h)")
+                    && detail.contains("first read 2.0 h ago")
+                    && detail.contains("last error: 503: the service answered HTTP 503"),
+                "{detail}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!spends_attempt(&report.results[1].outcome));
+    assert!(scim.users().await.is_empty());
 }
 
 #[tokio::test]

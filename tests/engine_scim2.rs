@@ -8,7 +8,8 @@ use scim_bulk_provisioner::tenant::{Tenant, TenantConfig};
 use scim_bulk_provisioner::user::User;
 use serde_json::Value;
 use support::engine::{bearer, cycle, engine_with, kinds};
-use support::{list_users, start_scim2_server, ScimOptions};
+use support::faults::{Fault, FaultProxy};
+use support::{create_user, list_users, start_scim2_server, ScimOptions};
 
 fn user(name: &str) -> User {
     User {
@@ -245,4 +246,135 @@ async fn invalid_user_fails_permanently_and_the_rest_go() {
         other => panic!("{other:?}"),
     }
     assert_eq!(tenant.users().len(), 1);
+}
+
+/// A retry resumes where it stopped: the create met 409, the lookup found the user (in the
+/// tenant under another case), the update was lost (503). The retry carries the id found and
+/// sends the update alone: no POST again, no lookup again, no attempt spent.
+#[tokio::test]
+async fn a_retried_update_resumes_from_the_id_found_and_does_not_post_again() {
+    let server = start_scim2_server(ScimOptions {
+        bulk_supported: false,
+        ..ScimOptions::default()
+    })
+    .await;
+    let proxy = FaultProxy::in_front_of(&server);
+    let engine = engine(&proxy.url, &server.token, EngineConfig::default());
+    let existing = create_user(&server.base_url, &server.token, "Ada.Resume").await;
+    let id = existing["id"].as_str().expect("id").to_string();
+    engine.discover().await.expect("discovery");
+    proxy.clear_log();
+    proxy.inject("PUT", &format!("/Users/{id}"), Fault::status(503));
+
+    let first = cycle(&engine, vec![op(user("ada.resume"))]).await;
+    let requests = |proxy: &FaultProxy| -> Vec<String> {
+        proxy
+            .requests()
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect()
+    };
+    assert_eq!(
+        requests(&proxy),
+        [
+            "POST /Users".to_string(),
+            "GET /Users".into(),
+            format!("PUT /Users/{id}")
+        ]
+    );
+    match &first.results[0].outcome {
+        Outcome::Retry {
+            status,
+            attempt_spent,
+            resource_id,
+            ..
+        } => {
+            assert_eq!(*status, Some(503));
+            assert!(!attempt_spent, "unavailability waits");
+            assert_eq!(resource_id.as_deref(), Some(id.as_str()));
+        }
+        other => panic!("{other:?}"),
+    }
+    let again = first.results[0].requeued().expect("re-enqueued");
+    assert_eq!(again.resource_id.as_deref(), Some(id.as_str()));
+    assert_eq!((again.attempt, again.waits), (0, 1));
+    // Through the retry message's JSON, as the queue carries it.
+    let again: Operation = serde_json::from_str(&serde_json::to_string(&again).unwrap()).unwrap();
+
+    proxy.clear_log();
+    let second = cycle(&engine, vec![again]).await;
+    assert_eq!(kinds(&second), ["updated"]);
+    assert_eq!(
+        requests(&proxy),
+        [format!("GET /Users/{id}"), format!("PUT /Users/{id}")],
+        "the retry fetches and updates the user it found: no create, no lookup"
+    );
+    let users = list_users(&server.base_url, &server.token).await;
+    assert_eq!(users.len(), 1);
+    assert_eq!(
+        users[0]["userName"], "Ada.Resume",
+        "the tenant's spelling is kept"
+    );
+    assert_eq!(users[0]["title"], "Agent");
+}
+
+/// A carried id is a hint: a 404 on it (the user was deleted and made again) or a resource
+/// of another user (a recycled id, a forged message) falls back to a lookup by userName; the
+/// other user is not touched, nothing fails, and no create is sent for a user that exists.
+#[tokio::test]
+async fn a_carried_id_that_is_gone_or_names_another_user_falls_back_to_a_lookup() {
+    let server = start_scim2_server(ScimOptions::default()).await;
+    let proxy = FaultProxy::in_front_of(&server);
+    let engine = engine(&proxy.url, &server.token, EngineConfig::default());
+    let grace = create_user(&server.base_url, &server.token, "Grace.Hint").await;
+    let grace_id = grace["id"].as_str().expect("id").to_string();
+    for name in ["Linus.Gone", "Alan.Other"] {
+        create_user(&server.base_url, &server.token, name).await;
+    }
+    let hinted = |name: &str, id: &str| {
+        let mut op = op(user(name));
+        op.resource_id = Some(id.to_string());
+        op
+    };
+    let ops = vec![
+        hinted("grace.hint", &grace_id),
+        hinted("linus.gone", "no-such-id"),
+        hinted("alan.other", &grace_id),
+        // A leaver whose id is gone and who is nowhere else: nothing to deactivate.
+        {
+            let mut leaver = hinted("nobody.left", "no-such-id-either");
+            leaver.user.active = false;
+            leaver
+        },
+    ];
+    let report = cycle(&engine, ops).await;
+    assert_eq!(kinds(&report), ["updated", "updated", "updated", "skipped"]);
+    let seen = proxy.requests();
+    let posted_users = seen
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/Users"))
+        .count();
+    let bulk_posts: usize = seen
+        .iter()
+        .filter(|r| r.path.ends_with("/Bulk"))
+        .filter_map(|r| r.json())
+        .map(|b| {
+            b["Operations"].as_array().map_or(0, |ops| {
+                ops.iter().filter(|o| o["method"] == "POST").count()
+            })
+        })
+        .sum();
+    assert_eq!((posted_users, bulk_posts), (0, 0), "no create was sent");
+    let users = list_users(&server.base_url, &server.token).await;
+    assert_eq!(users.len(), 3);
+    let grace = find(&users, "grace.hint")[0];
+    assert_eq!(grace["id"], grace_id.as_str());
+    assert_eq!(
+        grace["userName"], "Grace.Hint",
+        "not renamed by another's hint"
+    );
+    assert_eq!(grace["name"]["familyName"], "Family grace.hint");
+    for name in ["linus.gone", "alan.other"] {
+        assert_eq!(find(&users, name)[0]["title"], "Agent", "{name}");
+    }
 }

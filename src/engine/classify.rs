@@ -1,4 +1,5 @@
-//! Which answers are permanent and which are worth retrying.
+//! Which answers are permanent, which are worth retrying, and which of those spend one of the
+//! operation's attempts (README, "Semantics"; docs/reliability.md, "Patience").
 
 use crate::mask::masked_detail;
 use crate::scim::request::SubReply;
@@ -6,6 +7,30 @@ use crate::scim::request::SubReply;
 /// Statuses worth retrying: timeouts, too early, throttling, server errors.
 pub fn is_retryable(status: u16) -> bool {
     matches!(status, 408 | 425 | 429) || (500..600).contains(&status)
+}
+
+/// What a retryable failure costs the operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Spend {
+    /// Patience would help: throttling (429, and 408/425), unavailability (502, 503, 504), a
+    /// stalled request given up on, a reset, an answer lost or left out of a BulkResponse. The
+    /// operation waits (backoff, `Retry-After`) without spending an attempt; only its age
+    /// (`MAX_RETRY_AGE`) ends it.
+    Wait,
+    /// A refusal, or an error that may come from the operation itself or the configuration
+    /// (500 and other 5xx, 401 after a refresh, an unreadable or oversized answer, the
+    /// credentials or ledger out of reach): it spends one of `MAX_ATTEMPTS`.
+    Attempt,
+}
+
+impl Spend {
+    /// The cost of a retryable failure with this status (None: no answer at all).
+    pub(crate) fn of(status: Option<u16>) -> Spend {
+        match status {
+            None | Some(408 | 425 | 429 | 502 | 503 | 504) => Spend::Wait,
+            Some(_) => Spend::Attempt,
+        }
+    }
 }
 
 /// What an answer says about the request rate, for adaptive pacing.
@@ -75,6 +100,24 @@ mod tests {
         }
         for s in [200, 301, 400, 401, 403, 404, 409, 413, 422] {
             assert!(!is_retryable(s), "{s}");
+        }
+    }
+
+    #[test]
+    fn throttling_unavailability_and_silence_wait_other_errors_spend_an_attempt() {
+        for status in [
+            None,
+            Some(408),
+            Some(425),
+            Some(429),
+            Some(502),
+            Some(503),
+            Some(504),
+        ] {
+            assert_eq!(Spend::of(status), Spend::Wait, "{status:?}");
+        }
+        for status in [200, 201, 401, 404, 409, 500, 501, 505, 599] {
+            assert_eq!(Spend::of(Some(status)), Spend::Attempt, "{status}");
         }
     }
 

@@ -4,8 +4,10 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::classify::Spend;
 use super::Engine;
-use crate::operation::{Operation, OperationResult, Outcome};
+use crate::operation::{unix_now, Operation, OperationResult, Outcome};
+use crate::retry::human_duration;
 use crate::scim::discovery::ProviderLimits;
 
 /// Counters of one cycle.
@@ -98,7 +100,8 @@ impl<'a> Cycle<'a> {
         current.unwrap_or_else(|| ProviderLimits::without_bulk(self.engine.config.max_operations))
     }
 
-    /// A retryable outcome for `op`, or a failure once its attempts are used up.
+    /// A retryable outcome for `op`, what it costs read from its status ([`Spend::of`]); a
+    /// failure once its attempts are used up.
     pub(super) fn retry(
         &self,
         op: &Operation,
@@ -106,9 +109,23 @@ impl<'a> Cycle<'a> {
         reason: &str,
         retry_after: Option<Duration>,
     ) -> Outcome {
+        self.retry_as(Spend::of(status), op, status, reason, retry_after)
+    }
+
+    /// A retryable outcome for `op` that costs `spend`; a failure once its attempts are used
+    /// up. The backoff grows with attempts and waits alike, never below `retry_after`.
+    pub(super) fn retry_as(
+        &self,
+        spend: Spend,
+        op: &Operation,
+        status: Option<u16>,
+        reason: &str,
+        retry_after: Option<Duration>,
+    ) -> Outcome {
         let policy = &self.engine.config.retry;
+        let attempt_spent = spend == Spend::Attempt;
         let attempts = op.attempt + 1;
-        if !policy.may_retry(attempts) {
+        if attempt_spent && !policy.may_retry(attempts) {
             return Outcome::Failed {
                 status,
                 scim_type: None,
@@ -120,29 +137,70 @@ impl<'a> Cycle<'a> {
         Outcome::Retry {
             status,
             reason: reason.to_string(),
-            delay: policy.delay(op.attempt, retry_after, &mut **rng),
+            delay: policy.delay(op.attempt.saturating_add(op.waits), retry_after, &mut **rng),
+            attempt_spent,
+            resource_id: op.resource_id.clone(),
         }
     }
 
     /// Every operation deferred unsent: too little time is left in this invocation.
     pub(super) fn all_deferred(&self, ops: &[Operation]) -> Vec<Outcome> {
         ops.iter()
-            .map(|_| Outcome::Deferred {
+            .map(|op| Outcome::Deferred {
                 reason: "not sent: too little time is left before the invocation's deadline".into(),
                 delay: super::DEFER_DELAY,
+                resource_id: op.resource_id.clone(),
             })
             .collect()
     }
 
-    pub(super) fn all_retry(
-        &self,
-        ops: &[Operation],
-        status: Option<u16>,
-        reason: &str,
-        retry_after: Option<Duration>,
-    ) -> Vec<Outcome> {
+    /// The outcomes, with work that would wait again past `MAX_RETRY_AGE` reported failed:
+    /// patience has its limit too, and the report says which and the last error.
+    pub(super) fn within_age(&self, ops: &[Operation], outcomes: Vec<Outcome>) -> Vec<Outcome> {
+        let policy = &self.engine.config.retry;
+        let now = unix_now();
+        outcomes
+            .into_iter()
+            .zip(ops)
+            .map(|(outcome, op)| {
+                let Some(age) = policy
+                    .past_age(op.first_seen, now)
+                    .filter(|_| outcome.needs_requeue())
+                else {
+                    return outcome;
+                };
+                let (status, last) = match &outcome {
+                    Outcome::Retry { status, reason, .. } => (
+                        *status,
+                        match status {
+                            Some(s) => format!("{s}: {reason}"),
+                            None => reason.clone(),
+                        },
+                    ),
+                    Outcome::Deferred { reason, .. } => {
+                        (None, op.last_error.clone().unwrap_or_else(|| reason.clone()))
+                    }
+                    _ => return outcome,
+                };
+                Outcome::Failed {
+                    status,
+                    scim_type: None,
+                    detail: format!(
+                        "not provisioned within MAX_RETRY_AGE ({}): first read {:.1} h ago, the age limit is passed; last error: {last}",
+                        human_duration(policy.max_age),
+                        age.as_secs_f64() / 3600.0,
+                    ),
+                }
+            })
+            .collect()
+    }
+
+    /// Every operation retried after a failure that came before anything was sent for it (the
+    /// credentials, the service's configuration, the tenant's listing): each spends an attempt,
+    /// since a wrong configuration looks the same as an outage from here.
+    pub(super) fn all_retry(&self, ops: &[Operation], reason: &str) -> Vec<Outcome> {
         ops.iter()
-            .map(|op| self.retry(op, status, reason, retry_after))
+            .map(|op| self.retry_as(Spend::Attempt, op, None, reason, None))
             .collect()
     }
 }

@@ -1,9 +1,12 @@
 //! The one decision table: what to do with an operation, given what the ledger (or the
 //! tenant's listing) knows of its user. The cycle and `provision --dry-run` both use it.
 
+use serde_json::Value;
+
 use crate::ledger::UserEntry;
 use crate::operation::Operation;
 use crate::scim::managed::Managed;
+use crate::user::user_name_key;
 
 /// What to do with one operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +90,31 @@ pub fn decide(op: &Operation, entry: Option<&UserEntry>, rules: Rules) -> Decisi
         None if rules.filter_supported => Decision::Find,
         None => Decision::Skip(NOTHING_TO_DEACTIVATE),
     }
+}
+
+/// The id a retry resumes from: an operation that would be created or looked up but carries
+/// the id an earlier attempt found (the lookup after a `409`) fetches that user instead, so an
+/// update is retried as an update. The ledger's own knowledge (update, deactivate, unchanged,
+/// skip) comes first. A hint only: the resource it names must be the user's ([`is_same_user`]).
+pub fn resumes<'a>(decision: &Decision, op: &'a Operation) -> Option<&'a str> {
+    match decision {
+        Decision::Create | Decision::Find => op.resource_id.as_deref(),
+        _ => None,
+    }
+}
+
+/// Whether a resource fetched by a carried id is the operation's user: the same userName
+/// (case-insensitively) or the same externalId. Anything else (a recycled id, a forged
+/// message) is not written: the user is looked up by userName instead.
+pub fn is_same_user(op: &Operation, resource: &Value) -> bool {
+    let same_name = resource["userName"]
+        .as_str()
+        .is_some_and(|name| user_name_key(name) == op.user.key());
+    let same_external = match (resource["externalId"].as_str(), &op.user.external_id) {
+        (Some(theirs), Some(ours)) => !ours.is_empty() && theirs == ours,
+        _ => false,
+    };
+    same_name || same_external
 }
 
 /// Whether an operation of this source time already went through the user's entry (which
@@ -235,6 +263,8 @@ mod tests {
             ),
         ];
         for (k, (op, entry, rules, expected)) in cases.into_iter().enumerate() {
+            // Without a carried id, nothing resumes.
+            assert_eq!(resumes(&expected, op), None, "case {k}");
             assert_eq!(decide(op, entry.as_ref(), rules), expected, "case {k}");
         }
         // Without a source time there is no order to keep.
@@ -244,5 +274,43 @@ mod tests {
             decide(&untimed, Some(&entry), RULES),
             Decision::Update { id: id() }
         );
+    }
+
+    #[test]
+    fn a_retry_carrying_an_id_resumes_from_it_unless_the_ledger_knows_better() {
+        let mut op = op(true, Some(100));
+        op.resource_id = Some("id-9".into());
+        assert_eq!(resumes(&Decision::Create, &op), Some("id-9"));
+        assert_eq!(resumes(&Decision::Find, &op), Some("id-9"));
+        for decision in [
+            Decision::Update { id: "id-1".into() },
+            Decision::Deactivate { id: "id-1".into() },
+            Decision::Unchanged { id: "id-1".into() },
+            Decision::Skip(NOTHING_TO_DEACTIVATE),
+            Decision::Superseded,
+        ] {
+            assert_eq!(resumes(&decision, &op), None, "{decision:?}");
+        }
+    }
+
+    #[test]
+    fn a_carried_id_must_name_the_same_user() {
+        let mut op = op(true, None);
+        let resource = |name: &str, external: Option<&str>| serde_json::json!({"id": "id-9", "userName": name, "externalId": external});
+        assert!(is_same_user(&op, &resource("ADA@Example.com", None)));
+        assert!(!is_same_user(&op, &resource("bob@example.com", None)));
+        assert!(!is_same_user(&op, &serde_json::json!({"id": "id-9"})));
+        // Renamed in the file (same externalId): still the user.
+        op.user.external_id = Some("E-1".into());
+        assert!(is_same_user(
+            &op,
+            &resource("old-name@example.com", Some("E-1"))
+        ));
+        assert!(!is_same_user(
+            &op,
+            &resource("old-name@example.com", Some("E-2"))
+        ));
+        op.user.external_id = Some(String::new());
+        assert!(!is_same_user(&op, &resource("x@example.com", Some(""))));
     }
 }

@@ -237,8 +237,14 @@ pub(super) fn transient_from(error: SendError) -> SubResult {
     if matches!(error, SendError::Auth(AuthError::Deadline)) {
         return SubResult::Deferred(super::DEFER_DELAY);
     }
+    // Credentials refused while the cycle ran (a refreshed token refused, a re-read secret
+    // unusable) are a refusal: a 401, which spends an attempt; no answer at all only waits.
+    let status = match &error {
+        SendError::Auth(e) if !e.is_transient() => Some(401),
+        _ => error.status(),
+    };
     SubResult::Transient {
-        status: error.status(),
+        status,
         reason: error.to_string(),
         retry_after: None,
     }

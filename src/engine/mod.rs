@@ -188,11 +188,11 @@ impl Engine {
             match self.http.base_url(Some(deadline)).await {
                 Err(AuthError::Deadline) => cycle.all_deferred(&operations),
                 Err(e) if !e.is_transient() => return Err(e.into()),
-                Err(e) => cycle.all_retry(&operations, None, &e.to_string(), None),
+                Err(e) => cycle.all_retry(&operations, &e.to_string()),
                 Ok(base_url) => match self.discover_until(Some(deadline)).await {
-                    Err(reason) => cycle.all_retry(&operations, None, &reason, None),
+                    Err(reason) => cycle.all_retry(&operations, &reason),
                     Ok(_) => match self.prepare_tenant(&base_url, deadline).await {
-                        Err(reason) => cycle.all_retry(&operations, None, &reason, None),
+                        Err(reason) => cycle.all_retry(&operations, &reason),
                         Ok(tenant) => {
                             cycle = cycle.for_tenant(tenant);
                             cycle.run(&operations).await
@@ -201,6 +201,7 @@ impl Engine {
                 },
             }
         };
+        let outcomes = cycle.within_age(&operations, outcomes);
         let results = operations
             .into_iter()
             .zip(outcomes)

@@ -1,15 +1,18 @@
 //! The phases of a cycle: decide each operation against what the ledger knows ([`decide`]),
-//! create the new users, find or fetch the existing ones, then update (managed attributes
-//! only) or deactivate them, and record in the ledger what the tenant now holds.
+//! create the new users, find or fetch the existing ones (a retry resumes from the id an
+//! earlier attempt found), then update (managed attributes only) or deactivate them, and
+//! record in the ledger what the tenant now holds.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::{json, Value};
 
-use super::classify::{failure_detail, is_retryable};
+use super::classify::{failure_detail, is_retryable, Spend};
 use super::cycle::Cycle;
-use super::decide::{decide, Decision, Rules, NOTHING_TO_DEACTIVATE, SUPERSEDED};
+use super::decide::{
+    decide, is_same_user, resumes, Decision, Rules, NOTHING_TO_DEACTIVATE, SUPERSEDED,
+};
 use super::reads::{FetchResult, LookupResult};
 use super::UpdateMethod;
 use crate::ledger::Confirmed;
@@ -41,12 +44,20 @@ impl Cycle<'_> {
             filter_supported: limits.filter,
         };
         let live: Vec<usize> = (0..ops.len()).filter(|&k| outcomes[k].is_none()).collect();
-        // The ledger could not be read or written: nothing was sent, every operation retries.
+        // The user's id in the tenant as far as this cycle knows (a retry's hint to start
+        // with): what a retry or deferral carries to the next attempt.
+        let mut ids: HashMap<usize, String> = ops
+            .iter()
+            .enumerate()
+            .filter_map(|(k, op)| Some((k, op.resource_id.clone()?)))
+            .collect();
+        // The ledger could not be read or written: nothing was sent, every operation retries
+        // (spending an attempt: a table that is missing or denied looks the same from here).
         let unreachable = |reason: String, mut outcomes: Vec<Option<Outcome>>| {
             for &k in &live {
-                outcomes[k] = Some(self.retry(&ops[k], None, &reason, None));
+                outcomes[k] = Some(self.retry_as(Spend::Attempt, &ops[k], None, &reason, None));
             }
-            self.finish(ops, outcomes)
+            self.finish(ops, outcomes, &ids)
         };
         let entries = match self.entries(ops, &live).await {
             Ok(entries) => entries,
@@ -68,7 +79,14 @@ impl Cycle<'_> {
         let mut confirmed = Vec::new();
         let (mut creates, mut finds, mut fetches, mut writes) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        // Fetches by an id a retry carried: checked to be the user's before it is written.
+        let mut hinted: HashSet<usize> = HashSet::new();
         for (k, decision) in plan {
+            if let Some(id) = resumes(&decision, &ops[k]) {
+                hinted.insert(k);
+                fetches.push((k, id.to_string()));
+                continue;
+            }
             match decision {
                 Decision::Create => creates.push(k),
                 Decision::Find => finds.push(k),
@@ -85,6 +103,7 @@ impl Cycle<'_> {
                     outcomes[k] = Some(Outcome::Deferred {
                         reason: "an older operation for this user may still be writing: this one waits for it".into(),
                         delay: delay.max(std::time::Duration::from_secs(1)),
+                        resource_id: ops[k].resource_id.clone(),
                     })
                 }
                 Decision::Unchanged { id } => {
@@ -115,6 +134,7 @@ impl Cycle<'_> {
                             // The answer's resource, or what was sent when it has none.
                             let created = r.body.clone().unwrap_or_else(|| ops[key].user.to_scim());
                             confirmed.push(confirmation(&ops[key], &id, Some(&created)));
+                            ids.insert(key, id.clone());
                             Outcome::Created { id }
                         }
                         // A success naming no resource proves nothing was created; sending it
@@ -137,8 +157,31 @@ impl Cycle<'_> {
             }
         }
 
-        // Phase 2: find the existing users (by userName, or by the id the ledger knows).
+        // Phase 2: fetch the users whose id is known (the ledger's, or a retry's hint); one
+        // gone, or a hint naming another user, is looked up by userName with the others.
         let mut found: Vec<(usize, Value)> = Vec::new();
+        let mut gone = Vec::new();
+        let mut refound: HashSet<usize> = HashSet::new();
+        for (key, result) in self.fetches(fetches).await {
+            let hint = hinted.contains(&key);
+            match result {
+                FetchResult::Found(resource) if !hint || is_same_user(&ops[key], &resource) => {
+                    found.push((key, resource))
+                }
+                FetchResult::Found(_) | FetchResult::Gone => {
+                    if !hint {
+                        gone.push(ops[key].user.key());
+                    }
+                    ids.remove(&key);
+                    refound.insert(key);
+                    finds.push(key);
+                }
+                FetchResult::Failed(result) => {
+                    outcomes[key] = Some(self.unsuccessful(&ops[key], result))
+                }
+            }
+        }
+        self.forget(&gone).await;
         finds.sort_unstable();
         if !finds.is_empty() && !limits.filter {
             self.relist().await;
@@ -155,6 +198,9 @@ impl Cycle<'_> {
             let op = &ops[key];
             outcomes[key] = match result {
                 LookupResult::Answer(Lookup::Found(resource)) => {
+                    if let Some(id) = resource["id"].as_str() {
+                        ids.insert(key, id.to_string());
+                    }
                     found.push((key, resource));
                     None
                 }
@@ -162,6 +208,11 @@ impl Cycle<'_> {
                     if !op.user.active && !rules.create_inactive =>
                 {
                     Some(skipped(NOTHING_TO_DEACTIVATE))
+                }
+                // Its id is gone and nobody has its userName: deleted since; created next time.
+                LookupResult::Answer(Lookup::NotFound) if refound.contains(&key) => {
+                    let reason = "the user's id found earlier is no longer in the tenant, nor is its userName: it will be created";
+                    Some(self.retry_as(Spend::Wait, op, Some(404), reason, None))
                 }
                 LookupResult::Answer(Lookup::NotFound) => Some(Outcome::Failed {
                     status: Some(409),
@@ -176,21 +227,6 @@ impl Cycle<'_> {
                 LookupResult::Failed(result) => Some(self.unsuccessful(op, result)),
             };
         }
-        let mut gone = Vec::new();
-        for (key, result) in self.fetches(fetches).await {
-            match result {
-                FetchResult::Found(resource) => found.push((key, resource)),
-                FetchResult::Gone => {
-                    gone.push(ops[key].user.key());
-                    let reason = "the user the ledger knew is no longer in the tenant: it will be looked up again";
-                    outcomes[key] = Some(self.retry(&ops[key], Some(404), reason, None));
-                }
-                FetchResult::Failed(result) => {
-                    outcomes[key] = Some(self.unsuccessful(&ops[key], result))
-                }
-            }
-        }
-        self.forget(&gone).await;
 
         // Phase 3: what each existing user needs: nothing, an update, or a deactivation.
         for (key, resource) in found {
@@ -248,7 +284,7 @@ impl Cycle<'_> {
         }
 
         self.settle(claims, confirmed).await;
-        self.finish(ops, outcomes)
+        self.finish(ops, outcomes, &ids)
     }
 
     /// Sends the updates and deactivations. A form the server refuses (400, 500, 501) is sent
@@ -360,6 +396,7 @@ impl Cycle<'_> {
                 reason: "not sent: the cycle's deadline or request rate budget would be passed"
                     .into(),
                 delay,
+                resource_id: op.resource_id.clone(),
             },
             SubResult::Transient {
                 status,
@@ -375,15 +412,27 @@ impl Cycle<'_> {
     }
 
     /// Every operation's outcome; one left without (a path above missed it) is retried rather
-    /// than lost.
-    fn finish(&self, ops: &[Operation], outcomes: Vec<Option<Outcome>>) -> Vec<Outcome> {
+    /// than lost. Work sent again carries the user's id as far as the cycle found it (`ids`).
+    fn finish(
+        &self,
+        ops: &[Operation],
+        outcomes: Vec<Option<Outcome>>,
+        ids: &HashMap<usize, String>,
+    ) -> Vec<Outcome> {
         outcomes
             .into_iter()
             .zip(ops)
-            .map(|(outcome, op)| {
-                let outcome = outcome.unwrap_or_else(|| {
-                    self.retry(op, None, "no outcome was recorded for this operation", None)
+            .enumerate()
+            .map(|(k, (outcome, op))| {
+                let mut outcome = outcome.unwrap_or_else(|| {
+                    let reason = "no outcome was recorded for this operation";
+                    self.retry_as(Spend::Attempt, op, None, reason, None)
                 });
+                if let Outcome::Retry { resource_id, .. } | Outcome::Deferred { resource_id, .. } =
+                    &mut outcome
+                {
+                    *resource_id = ids.get(&k).cloned();
+                }
                 tracing::debug!(user = %mask_email(&op.user.user_name), outcome = outcome.kind(), "operation done");
                 outcome
             })

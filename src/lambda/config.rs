@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::engine::{EngineConfig, UpdateMethod};
 use crate::metrics::{self, MetricsConfig};
-use crate::retry::{RetryPolicy, MAX_DELAY};
+use crate::retry::{parse_duration, RetryPolicy, DEFAULT_MAX_AGE, MAX_DELAY};
 use crate::runs::guard::GuardLimits;
 use crate::runs::SyncMode;
 use crate::scim::http::Timeouts;
@@ -40,7 +40,8 @@ pub struct FunctionConfig {
     pub ledger_table: Option<String>,
     /// Runs, full sync and the deactivation guard (with the ledger).
     pub runs: RunSettings,
-    /// `MAX_ATTEMPTS`, `RETRY_BASE_SECONDS`, `RETRY_MAX_SECONDS` (the cap is clamped to 900 s).
+    /// `MAX_ATTEMPTS`, `MAX_RETRY_AGE`, `RETRY_BASE_SECONDS`, `RETRY_MAX_SECONDS` (the cap is
+    /// clamped to 900 s).
     pub retry: RetryPolicy,
     /// `SCIM_MAX_OPERATIONS`: operations per BulkRequest at most.
     pub max_operations: usize,
@@ -91,6 +92,16 @@ impl FunctionConfig {
             0,
             "a whole number of seconds (at most 900 is used)",
         )?;
+        let max_age = match env.text("MAX_RETRY_AGE") {
+            None => DEFAULT_MAX_AGE,
+            Some(v) => parse_duration(&v).filter(|d| !d.is_zero()).ok_or_else(|| {
+                invalid(
+                    "MAX_RETRY_AGE",
+                    v,
+                    "a duration of at least 1 second: whole seconds, or with s, m, h or d (24h)",
+                )
+            })?,
+        };
         let rpm = env.number(
             "SCIM_REQUESTS_PER_MINUTE",
             0,
@@ -108,6 +119,7 @@ impl FunctionConfig {
                 // SQS cannot delay a message longer than 900 s (README, "Function environment").
                 cap: Duration::from_secs(cap).min(MAX_DELAY),
                 max_attempts: u32::try_from(max_attempts).unwrap_or(u32::MAX),
+                max_age,
             },
             max_operations: env.number(
                 "SCIM_MAX_OPERATIONS",
@@ -369,10 +381,16 @@ mod tests {
             ("SCIM_ADAPTIVE_PACING", "true"),
             ("METRICS_NAMESPACE", "Team/Provisioning"),
             ("AWS_LAMBDA_FUNCTION_NAME", "prod-provisioner"),
+            ("MAX_RETRY_AGE", "36h"),
         ])
         .unwrap();
         assert_eq!(c.metrics.namespace, "Team/Provisioning");
         assert_eq!(c.metrics.function_name, "prod-provisioner");
+        assert_eq!(c.retry.max_age, Duration::from_secs(36 * 3600));
+        assert_eq!(
+            config(&[("MAX_RETRY_AGE", "600")]).unwrap().retry.max_age,
+            Duration::from_secs(600)
+        );
         assert_eq!(c.report_bucket.as_deref(), Some("reports"));
         assert_eq!(c.retry.max_attempts, 3);
         assert_eq!(c.retry.base, Duration::ZERO);
@@ -422,6 +440,9 @@ mod tests {
             ("SCIM_ADAPTIVE_PACING", "sometimes"),
             ("SCIM_TIMEOUT_SECONDS", "0"),
             ("METRICS_NAMESPACE", "AWS/Lambda"),
+            ("MAX_RETRY_AGE", "0"),
+            ("MAX_RETRY_AGE", "a day"),
+            ("MAX_RETRY_AGE", "1.5h"),
         ];
         for (var, value) in cases {
             let err = config(&[(var, value)]).unwrap_err();

@@ -184,11 +184,28 @@ pub fn read(value: Value, max_attempts: u32) -> Result<Vec<Result<Operation, Str
 const MAX_SOURCE_BYTES: usize = 1100;
 /// Characters of a retry message's `last_error` kept (it is quoted in a report line).
 const MAX_LAST_ERROR_CHARS: usize = 1000;
+/// Longest resource id a retry message may carry (SCIM ids are UUIDs or shorter in practice).
+const MAX_RESOURCE_ID_BYTES: usize = 256;
+/// Waits a retry message may claim: beyond 31 the backoff is at its cap anyway.
+const MAX_WAITS: u32 = 64;
+
+/// Whether a carried resource id can be used as a path segment: not empty, bounded, no
+/// whitespace or control characters, not a dot segment (`.`/`..` are not escaped and would
+/// name another path).
+fn usable_resource_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_RESOURCE_ID_BYTES
+        && id != "."
+        && id != ".."
+        && !id.chars().any(|c| c.is_control() || c.is_whitespace())
+}
 
 /// Checks one operation of a retry message as if it came from a producer: anyone allowed to
 /// send to the queue can write a body shaped like a retry message. The user is validated like
 /// a producer's; `attempt` is capped so that one more attempt is the last (it cannot overflow
-/// or buy extra retries); `first_seen` cannot be in the future; `last_error` is shortened.
+/// or buy extra retries); `first_seen` cannot be in the future, and when missing (0) the age
+/// limit counts from now; `waits` is bounded; `last_error` is shortened; a `resource_id` that
+/// cannot be a path segment is dropped (it is only a hint: the user is looked up instead).
 /// An error names the operation by its index and never quotes the user.
 pub fn check_operation(
     mut op: Operation,
@@ -231,7 +248,22 @@ pub fn check_operation(
         );
         op.attempt = last_attempt;
     }
-    op.first_seen = op.first_seen.min(now);
+    op.first_seen = match op.first_seen {
+        0 => now,
+        seen => seen.min(now),
+    };
+    op.waits = op.waits.min(MAX_WAITS);
+    if op
+        .resource_id
+        .as_deref()
+        .is_some_and(|id| !usable_resource_id(id))
+    {
+        tracing::warn!(
+            operation = index,
+            "a retry message carries a resource id that cannot be used: the user is looked up instead"
+        );
+        op.resource_id = None;
+    }
     // A time in the future would let a forged message overrule every later change of the user.
     op.source_time = op.source_time.map(|t| t.min(now.saturating_add(1) * 1000));
     if let Some(error) = &mut op.last_error {
@@ -252,6 +284,40 @@ mod tests {
         Requeue {
             operation: Operation::new(user, "test", Some(2)),
             delay: Duration::from_millis(delay_ms),
+        }
+    }
+
+    #[test]
+    fn carried_ids_waits_and_first_reads_are_checked() {
+        let now = 1_800_000_000;
+        let mut op = Operation::new(crate::user::sample("ada@example.com"), "s3://b/k", Some(2));
+        op.first_seen = 0;
+        op.waits = u32::MAX;
+        op.resource_id = Some("2819c223-7f76-453a-919d-413861904646".into());
+        let checked = check_operation(op.clone(), 0, 8, now).unwrap();
+        assert_eq!(
+            checked.first_seen, now,
+            "a missing first read starts the age now"
+        );
+        assert_eq!(checked.waits, MAX_WAITS);
+        assert_eq!(checked.resource_id, op.resource_id, "a usable id is kept");
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a b",
+            "a\nb",
+            &"x".repeat(MAX_RESOURCE_ID_BYTES + 1),
+        ] {
+            op.resource_id = Some(bad.to_string());
+            let checked = check_operation(op.clone(), 0, 8, now).expect("still provisioned");
+            assert_eq!(checked.resource_id, None, "{bad:?} is dropped");
+        }
+        // Ids that are unusual but harmless once escaped are kept.
+        for odd in ["a/../b", "ü-1", "42", "%2e%2e"] {
+            op.resource_id = Some(odd.to_string());
+            let checked = check_operation(op.clone(), 0, 8, now).unwrap();
+            assert_eq!(checked.resource_id.as_deref(), Some(odd));
         }
     }
 

@@ -84,6 +84,17 @@ pub enum Fault {
     /// Answer this status with `gzipped` (already compressed) under `Content-Encoding: gzip`,
     /// without forwarding: e.g. a small body that inflates to far more (a decompression bomb).
     Gzip { code: u16, gzipped: Bytes },
+    /// Forward (the upstream applies it), then answer this status instead, with a SCIM error:
+    /// an answer lost on the way back (a gateway's 502).
+    Lost(u16),
+    /// Forward, then change each BulkResponse result at random (seeded): of a hundred,
+    /// `unavailable` get status 503, `missing` are left out, `failed` get 500 (all applied).
+    PerOperation {
+        seed: u64,
+        unavailable: u8,
+        missing: u8,
+        failed: u8,
+    },
 }
 
 impl Fault {
@@ -143,9 +154,13 @@ impl SeenRequest {
 /// Which requests a rule applies to: a method (`None`: any) and a path suffix.
 type RequestMatch = (Option<Method>, String);
 
+/// Picks a fault for a request no queued rule matched (method, path), e.g. at random.
+pub type Chooser = Arc<dyn Fn(&Method, &str) -> Option<Fault> + Send + Sync>;
+
 #[derive(Default)]
 struct ProxyState {
     faults: FaultQueue<RequestMatch, Fault, SeenRequest>,
+    chooser: Option<Chooser>,
     tokens: TokenConfig,
     issued: Vec<String>,
     expired: HashSet<String>,
@@ -153,9 +168,15 @@ struct ProxyState {
 
 impl ProxyState {
     fn take_fault(&mut self, method: &Method, path: &str) -> Option<Fault> {
-        self.faults.take(|(m, suffix)| {
-            m.as_ref().is_none_or(|m| m == method) && path.ends_with(suffix.as_str())
-        })
+        self.faults
+            .take(|(m, suffix)| {
+                m.as_ref().is_none_or(|m| m == method) && path.ends_with(suffix.as_str())
+            })
+            .or_else(|| {
+                self.chooser
+                    .as_ref()
+                    .and_then(|choose| choose(method, path))
+            })
     }
 }
 
@@ -243,6 +264,13 @@ impl FaultProxy {
 
     pub fn clear_faults(&self) {
         self.shared.state().faults.clear();
+    }
+
+    /// From now on, a request of the SCIM API (not the token endpoints) that no queued rule
+    /// matches gets the fault `chooser` picks, if any (`None`: no chooser).
+    #[allow(dead_code)] // only the chaos profile picks faults this way
+    pub fn set_chooser(&self, chooser: Option<Chooser>) {
+        self.shared.state().chooser = chooser;
     }
 
     /// Queued rules not used up yet.
@@ -414,6 +442,9 @@ async fn handle(
             check_token(&state, &shared.upstream_token, authorization.as_deref())
         };
         let fault = match check {
+            Ok(_) if token_path => state.faults.take(|(m, suffix)| {
+                m.as_ref().is_none_or(|m| m == parts.method) && path.ends_with(suffix.as_str())
+            }),
             Ok(_) => state.take_fault(&parts.method, &path),
             Err(_) => None,
         };
@@ -560,6 +591,43 @@ async fn alter(fault: &Fault, mut answer: Answer, conn: &Conn) -> Answer {
                     answer.body = doc.to_string().into();
                 }
                 None => answer.status = StatusCode::INTERNAL_SERVER_ERROR,
+            }
+        }
+        Fault::Lost(code) => {
+            answer = Answer::scim_error(*code, "fault proxy: applied, the answer was lost");
+        }
+        Fault::PerOperation {
+            seed,
+            unavailable,
+            missing,
+            failed,
+        } => {
+            use rand::{Rng as _, SeedableRng as _};
+            let mut rng = rand::rngs::StdRng::seed_from_u64(*seed);
+            let mut doc = serde_json::from_slice::<Value>(&answer.body).unwrap_or(Value::Null);
+            if let Some(ops) = doc.get_mut("Operations").and_then(Value::as_array_mut) {
+                let (unavailable, missing, failed) =
+                    (*unavailable as u32, *missing as u32, *failed as u32);
+                ops.retain_mut(|op| {
+                    let roll: u32 = rng.random_range(0..100);
+                    let status = if roll < unavailable {
+                        503
+                    } else if roll < unavailable + missing {
+                        return false;
+                    } else if roll < unavailable + missing + failed {
+                        500
+                    } else {
+                        return true;
+                    };
+                    op["status"] = json!(status.to_string());
+                    op["response"] = json!({
+                        "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+                        "status": status.to_string(),
+                        "detail": "fault proxy: applied, reported as failed",
+                    });
+                    true
+                });
+                answer.body = doc.to_string().into();
             }
         }
         Fault::Status { .. } | Fault::Reset | Fault::Unauthorized | Fault::Gzip { .. } => {}
