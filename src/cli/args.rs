@@ -121,6 +121,7 @@ with 503, and requires a bearer token. Some users of the sample already exist in
 Examples:
   scim-bulk-provisioner demo
   scim-bulk-provisioner demo --rows 200 --error-rate 0.1
+  scim-bulk-provisioner demo --full-sync                       # a truncated export held, then approved
   scim-bulk-provisioner demo --time-scale 1 --rate-limit 50     # real backoff delays
   scim-bulk-provisioner demo --csv staff.csv --report demo.jsonl # your own file, nothing leaves the machine";
 
@@ -154,6 +155,9 @@ pub struct DemoArgs {
     /// The tenant refuses this PATCH form with 400 (the tool switches to the other).
     #[arg(long, value_enum, value_name = "FORM")]
     pub refuse_patch_form: Option<PatchFormArg>,
+    /// Then a truncated export in full-sync mode: the guard holds it, then it is approved.
+    #[arg(long)]
+    pub full_sync: bool,
 }
 
 /// A PatchOp form.

@@ -9,6 +9,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
+mod full_sync;
+
 use super::format::thousands;
 use super::input::{first_records, Input};
 use super::progress::Progress;
@@ -48,6 +50,19 @@ struct DemoJson<'a> {
     tenant: TenantJson,
     verification: &'a Verification,
     nothing_lost: bool,
+    /// The run's summary as the function writes it (`reports/runs/<run_id>.json`).
+    run: &'a crate::runs::summary::RunSummary,
+    /// `--full-sync`: the truncated export held, then approved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    full_sync: Option<FullSyncJson<'a>>,
+}
+
+/// The JSON form of the full-sync phase.
+#[derive(Debug, Serialize)]
+struct FullSyncJson<'a> {
+    held: &'a crate::runs::summary::RunSummary,
+    approved: &'a crate::runs::summary::RunSummary,
+    exactly_the_absent_users_deactivated: bool,
 }
 
 /// What the tenant saw.
@@ -97,6 +112,9 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, UsageError> {
     }
 
     let started = Instant::now();
+    let started_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let queue = DelayQueue::new(args.time_scale);
     for operation in &input.operations {
         queue.push(operation.clone(), Duration::ZERO);
@@ -126,6 +144,29 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, UsageError> {
             summary.counts.created,
         )
     };
+    let run = full_sync::upload_summary(&input, &drained, started_at, drained.counts.requests);
+    let synced = match (args.full_sync, drained.unfinished) {
+        (true, 0) => {
+            if !args.output.quiet {
+                eprintln!(
+                    "Full sync: a truncated export (the first 40% of the rows) arrives as the whole staff list..."
+                );
+            }
+            Some(
+                full_sync::run(
+                    &engine,
+                    &text,
+                    &input,
+                    &users,
+                    || tenant.users(),
+                    args.time_scale,
+                    settings,
+                )
+                .await?,
+            )
+        }
+        _ => None,
+    };
     if let Some(path) = &args.output.report {
         let mut report = input.report_lines();
         report.extend(drained.report);
@@ -137,6 +178,12 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, UsageError> {
             tenant: tenant_json(&tenant, existing, stats),
             verification: &verification,
             nothing_lost: verification.ok(),
+            run: &run,
+            full_sync: synced.as_ref().map(|s| FullSyncJson {
+                held: &s.held,
+                approved: &s.completed,
+                exactly_the_absent_users_deactivated: s.exact,
+            }),
         };
         // A struct of strings and numbers always serializes.
         println!(
@@ -147,9 +194,15 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, UsageError> {
         print!("{}", summary.table());
         println!("{}", tenant_line(&stats));
         print!("{}", verdict(&verification, &input, &seeded));
+        println!("\nThe run's summary, as the function writes it to reports/runs/<run_id>.json:");
+        print!("{}", run.render());
+        if let Some(synced) = &synced {
+            print!("{}", full_sync_text(synced));
+        }
     }
     tenant.shutdown().await;
-    Ok(if verification.ok() {
+    let synced_ok = synced.as_ref().is_none_or(|s| s.exact);
+    Ok(if verification.ok() && synced_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -258,6 +311,31 @@ fn tenant_line(stats: &TenantStats) -> String {
         thousands(stats.created),
         thousands(stats.updated),
     )
+}
+
+/// The full-sync phase in words.
+fn full_sync_text(synced: &full_sync::FullSync) -> String {
+    let mut out = String::from(
+        "\nFull sync: the truncated export would deactivate more users than MAX_DEACTIVATIONS (50) or \
+         MAX_DEACTIVATION_PERCENT (10) allow, so the guard holds it: its creates and updates went, \
+         no one was deactivated.\n",
+    );
+    out.push_str(&synced.held.render());
+    out.push_str("Approved (as `scim-bulk-provisioner approve demo-truncated` would):\n");
+    out.push_str(&synced.completed.render());
+    out.push_str(&if synced.exact {
+        format!(
+            "Exactly the {} users absent from the truncated export (and its leavers) were deactivated; \
+             users the tool never provisioned were not touched.\n",
+            thousands(synced.deactivated as u64)
+        )
+    } else {
+        format!(
+            "PROBLEM: the guard did not hold the run, or the users deactivated ({}) are not exactly the absent ones.\n",
+            synced.deactivated
+        )
+    });
+    out
 }
 
 /// The last words: nothing lost, or exactly what is wrong.

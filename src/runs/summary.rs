@@ -100,7 +100,9 @@ impl RunSummary {
         let plan = &record.plan;
         let count = |o| tally.rows_with(o);
         let settled = tally.rows_settled();
-        let absent = (plan.mode == super::SyncMode::Full).then(|| {
+        // While held, the absent users are not counted yet (approval counts them as it sends).
+        let counting = !matches!(record.status, RunStatus::Held | RunStatus::Superseded);
+        let absent = (plan.mode == super::SyncMode::Full && counting).then(|| {
             let of = |o| tally.absent.get(&o).copied().unwrap_or(0);
             Absent {
                 total: record.absent,

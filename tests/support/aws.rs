@@ -145,10 +145,14 @@ pub async fn get_text(sdk: &SdkConfig, bucket: &str, key: &str) -> String {
     String::from_utf8(bytes.to_vec()).expect("UTF-8 object")
 }
 
-/// Every report line under `reports/` of a bucket, parsed.
+/// Every report line under `reports/` of a bucket, parsed (run summaries, under
+/// `reports/runs/`, are JSON documents, not report lines).
 pub async fn report_lines(sdk: &SdkConfig, bucket: &str) -> Vec<Value> {
     let mut lines = Vec::new();
     for key in list_keys(sdk, bucket, "reports/").await {
+        if key.starts_with("reports/runs/") {
+            continue;
+        }
         for line in get_text(sdk, bucket, &key).await.lines() {
             lines.push(
                 serde_json::from_str(line)
