@@ -98,3 +98,54 @@ fn demo_rejects_a_bad_error_rate() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--error-rate"));
 }
+
+#[test]
+fn demo_full_sync_holds_a_truncated_export_then_approves_it() {
+    let out = Command::new(BIN)
+        .args(["demo", "--rows", "300", "--full-sync", "--json", "--quiet"])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    let add_up = |s: &serde_json::Value| {
+        [
+            "invalid",
+            "duplicate",
+            "created",
+            "updated",
+            "unchanged",
+            "deactivated",
+            "skipped",
+            "failed",
+            "pending",
+        ]
+        .iter()
+        .map(|f| s[*f].as_u64().unwrap_or_else(|| panic!("{f} in {s}")))
+        .sum::<u64>()
+            == s["rows"].as_u64().unwrap()
+    };
+    // The upload's summary has the function's shape, and its counts are its rows.
+    let run = &json["run"];
+    assert_eq!(run["status"], "completed");
+    assert_eq!(run["rows"], 300);
+    assert!(add_up(run), "{run}");
+    let synced = &json["full_sync"];
+    let held = &synced["held"];
+    assert_eq!(held["status"], "held", "{held}");
+    assert!(held["held"]["deactivations"].as_u64().unwrap() > 50, "{held}");
+    assert_eq!(held["deactivated"], 0, "{held}");
+    assert!(add_up(held), "{held}");
+    let approved = &synced["approved"];
+    assert_eq!(approved["status"], "completed");
+    assert!(approved["absent"]["deactivated"].as_u64().unwrap() > 50, "{approved}");
+    assert_eq!(approved["pending"], 0);
+    assert!(add_up(approved), "{approved}");
+    assert_eq!(synced["exactly_the_absent_users_deactivated"], true, "{synced}");
+    let sample = held["held"]["sample"].as_array().expect("a sample");
+    assert!(
+        !sample.is_empty() && sample.iter().all(|s| s.as_str().unwrap().contains("***")),
+        "userNames masked in samples: {sample:?}"
+    );
+}
