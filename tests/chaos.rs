@@ -371,6 +371,11 @@ async fn drive(
         let batch = next_batch(stack, queues).await;
         if batch.is_empty() {
             if queue_depth(&stack.sdk, &queues.url).await == 0 {
+                // A run that drains in fewer invocations still meets every poison body.
+                if poison.sent.len() < POISON_BODIES.len() {
+                    poison.send(stack, queues, POISON_BODIES.len()).await;
+                    continue;
+                }
                 return;
             }
             continue;

@@ -134,15 +134,24 @@ fn demo_full_sync_holds_a_truncated_export_then_approves_it() {
     let synced = &json["full_sync"];
     let held = &synced["held"];
     assert_eq!(held["status"], "held", "{held}");
-    assert!(held["held"]["deactivations"].as_u64().unwrap() > 50, "{held}");
+    assert!(
+        held["held"]["deactivations"].as_u64().unwrap() > 50,
+        "{held}"
+    );
     assert_eq!(held["deactivated"], 0, "{held}");
     assert!(add_up(held), "{held}");
     let approved = &synced["approved"];
     assert_eq!(approved["status"], "completed");
-    assert!(approved["absent"]["deactivated"].as_u64().unwrap() > 50, "{approved}");
+    assert!(
+        approved["absent"]["deactivated"].as_u64().unwrap() > 50,
+        "{approved}"
+    );
     assert_eq!(approved["pending"], 0);
     assert!(add_up(approved), "{approved}");
-    assert_eq!(synced["exactly_the_absent_users_deactivated"], true, "{synced}");
+    assert_eq!(
+        synced["exactly_the_absent_users_deactivated"], true,
+        "{synced}"
+    );
     let sample = held["held"]["sample"].as_array().expect("a sample");
     assert!(
         !sample.is_empty() && sample.iter().all(|s| s.as_str().unwrap().contains("***")),

@@ -467,3 +467,50 @@ async fn full_sync_deactivates_the_absent_and_the_guard_holds_a_truncated_file_u
         "never provisioned here: never touched"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_waits_for_an_unavailable_tenant_instead_of_failing() {
+    support::aws::init_logs();
+    let scim = start_scim2_server(ScimOptions::default()).await;
+    let proxy = FaultProxy::in_front_of(&scim);
+    let stack = start_stack(&bearer_secret(&proxy.url, &scim.token)).await;
+    let state = state(&stack, &[("RETRY_BASE_SECONDS", "0")]).await;
+    let events = capture_run_events(&stack.sdk).await;
+    let (csv, _, expected) = staff(60);
+    put_object(&stack.sdk, BUCKET, KEY, csv).await;
+
+    // The tenant is down when the file arrives: the run cannot take its census.
+    proxy.inject_always("GET", "/ServiceProviderConfig", Fault::status(503));
+    let answer = invoke(&state, s3_put_event_seq(BUCKET, KEY, "w1"), "wait-1")
+        .await
+        .expect("an outage is waited for, not an error");
+    let waiting = &answer["objects"][0];
+    assert!(
+        waiting["waiting"]
+            .as_str()
+            .is_some_and(|w| w.contains("503")),
+        "{answer}"
+    );
+    assert!(summaries(&stack).await.is_empty());
+    assert_eq!(
+        support::aws::queue_depth(&stack.sdk, &stack.queues.url).await,
+        1
+    );
+
+    // Back up: the continuation starts the run from the first row.
+    proxy.clear_faults();
+    pump(&stack, &state).await;
+    let put = run_events(&stack.sdk, &events).await;
+    assert_eq!(put.len(), 1, "{put:?}");
+    let done = &put[0]["detail"];
+    assert_eq!(done["run_id"], waiting["run_id"], "the same run");
+    outcomes_add_up(done);
+    assert_eq!(count(done, "rows"), expected.rows);
+    assert_eq!(
+        count(done, "created"),
+        expected.created + expected.updated,
+        "{done}"
+    );
+    assert_eq!(count(done, "invalid"), expected.invalid);
+    assert_eq!(count(done, "duplicate"), expected.duplicate);
+}

@@ -36,6 +36,7 @@ pub use classify::is_retryable;
 pub use config::{EngineConfig, UpdateMethod};
 pub use cycle::{CycleReport, CycleStats};
 pub use lookup::LookupError;
+pub use tenant::KnownUsersError;
 
 /// How long work deferred for lack of time waits before it comes back (in a new invocation).
 const DEFER_DELAY: Duration = Duration::from_secs(1);

@@ -467,28 +467,44 @@ impl Engine {
     }
 }
 
+/// Why the tenant's users could not be known before a run.
+#[derive(Debug, thiserror::Error)]
+pub enum KnownUsersError {
+    /// Worth waiting for: the service, its token endpoint or the ledger did not answer now.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Waiting would not help: the credentials are refused, or there is no ledger.
+    #[error("{0}")]
+    Refused(String),
+}
+
 impl Engine {
     /// Every user the ledger knows for the current tenant (listing the tenant into it first, as
     /// a cycle does): what a run's census compares its file with. Needs a ledger.
-    pub async fn known_users(&self, deadline: Instant) -> Result<Vec<UserEntry>, PlanError> {
+    pub async fn known_users(&self, deadline: Instant) -> Result<Vec<UserEntry>, KnownUsersError> {
         let Some(ledger) = &self.ledger else {
-            return Err(PlanError("runs need a ledger (LEDGER_TABLE)".into()));
+            return Err(KnownUsersError::Refused(
+                "runs need a ledger (LEDGER_TABLE)".into(),
+            ));
         };
-        let base_url = self
-            .http
-            .base_url(Some(deadline))
-            .await
-            .map_err(|e| PlanError(e.to_string()))?;
+        let base_url =
+            self.http
+                .base_url(Some(deadline))
+                .await
+                .map_err(|e| match e.is_transient() {
+                    true => KnownUsersError::Unavailable(e.to_string()),
+                    false => KnownUsersError::Refused(e.to_string()),
+                })?;
         self.discover_until(Some(deadline))
             .await
-            .map_err(PlanError)?;
+            .map_err(KnownUsersError::Unavailable)?;
         let tenant = crate::ledger::tenant_id(&base_url);
         self.prepare_tenant(&base_url, deadline)
             .await
-            .map_err(PlanError)?;
+            .map_err(KnownUsersError::Unavailable)?;
         ledger
             .all(&tenant)
             .await
-            .map_err(|e| PlanError(e.to_string()))
+            .map_err(|e| KnownUsersError::Unavailable(e.to_string()))
     }
 }

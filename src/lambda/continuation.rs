@@ -3,6 +3,7 @@
 //! resume (the next unread record); the SQS handler continues from there under its own deadline,
 //! leaving another one if it too runs short. The header is read again each time, to map columns.
 
+use crate::runs::SyncMode;
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -49,6 +50,12 @@ pub(super) struct Checkpoint {
     pub offset: u64,
     /// The line of the next unread record.
     pub line: u64,
+    /// The run's sync mode, for a run not started yet (waiting for the SCIM service).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<SyncMode>,
+    /// Since when (Unix seconds) the run has waited to start: `MAX_RETRY_AGE` bounds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_since: Option<u64>,
 }
 
 /// Why a continuation message cannot be used (it never quotes the body).
@@ -106,7 +113,7 @@ fn validate(
     }
     let checkpoint: Checkpoint = serde_json::from_value(value.clone()).map_err(|_| {
         ContinuationError::Malformed(
-            "expected {\"continuation\": 1, \"bucket\", \"key\", \"run\", \"header_end\", \"header_next_line\", \"offset\", \"line\"} and optional \"version_id\", \"etag\", \"event_time\"",
+            "expected {\"continuation\": 1, \"bucket\", \"key\", \"run\", \"header_end\", \"header_next_line\", \"offset\", \"line\"} and optional \"version_id\", \"etag\", \"event_time\", \"mode\", \"waiting_since\"",
         )
     })?;
     if checkpoint.bucket.is_empty() || checkpoint.key.is_empty() {
@@ -491,6 +498,8 @@ mod tests {
                 header_next_line: header.line,
                 offset: from.offset,
                 line: from.line,
+                mode: None,
+                waiting_since: None,
             };
             let start = Arc::new(AtomicU64::new(checkpoint.offset));
             let rest = AfterBreak {

@@ -14,6 +14,7 @@ use super::continuation;
 use super::s3::ObjectRef;
 use super::{reports, HandlerError, State};
 use crate::aws::events::EventBus;
+use crate::engine::KnownUsersError;
 use crate::operation::{Operation, OperationResult};
 use crate::queue::{Requeue, WorkQueue};
 use crate::runs::census::Census;
@@ -23,6 +24,7 @@ use crate::runs::summary::{RunSummary, EVENT_SOURCE};
 use crate::runs::{
     due, valid_run_id, RowId, RowOutcome, RunPlan, RunRecord, RunStatus, RunStore, Step, SyncMode,
 };
+use crate::sources::csv::ResumePoint;
 use crate::sources::{fate, last_lines_by_user, CsvSource, RowFate};
 
 /// How long one invocation holds the writing of a summary before another may take it over.
@@ -118,9 +120,20 @@ async fn census_of(
     Ok((census, opened.etag, opened.last_modified))
 }
 
-/// Starts the run of `object` (or finds it, for the same event again: then false): the census,
-/// the guard's decision, a held earlier run of the same source superseded, and (full sync, not
-/// held) the absent users' deactivations enqueued.
+/// How starting a run went.
+pub(super) enum Begun {
+    /// Started now (true) or before, by the same event (false).
+    Run(RunRecord, bool),
+    /// Not yet: the SCIM service or the ledger did not answer (`reason`); the file's reading
+    /// starts again from the end of its header when they do.
+    Wait { header: ResumePoint, reason: String },
+    /// The file cannot be read at all: no run (the file is rejected with its report line).
+    Unreadable,
+}
+
+/// Starts the run of `object` (or finds it, for the same event again): the census, the guard's
+/// decision, a held earlier run of the same source superseded, and (full sync, not held) the
+/// absent users' deactivations enqueued.
 pub(super) async fn begin(
     state: &State,
     runs: &Runs,
@@ -128,7 +141,7 @@ pub(super) async fn begin(
     run_id: &str,
     mode: SyncMode,
     deadline: Instant,
-) -> Result<(RunRecord, bool), HandlerError> {
+) -> Result<Begun, HandlerError> {
     let source = format!("s3://{}/{}", object.bucket, object.key);
     let failed = |e: crate::runs::RunError| store_failed(&source, e);
     if let Some(record) = runs.store.get(run_id).await.map_err(failed)? {
@@ -137,14 +150,17 @@ pub(super) async fn begin(
             status = record.status.name(),
             "the run was started before: continuing it"
         );
-        return Ok((record, false));
+        return Ok(Begun::Run(record, false));
     }
     let (census, etag, last_modified) = census_of(state, object, None).await?;
-    let known = state
-        .engine
-        .known_users(deadline)
-        .await
-        .map_err(|e| store_failed(&source, e))?;
+    let Some(header) = census.header else {
+        return Ok(Begun::Unreadable);
+    };
+    let known = match state.engine.known_users(deadline).await {
+        Ok(known) => known,
+        Err(KnownUsersError::Unavailable(reason)) => return Ok(Begun::Wait { header, reason }),
+        Err(refused) => return Err(store_failed(&source, refused)),
+    };
     let planned = deactivations(&census, &known, mode);
     let count = planned.count();
     let held = runs
@@ -176,7 +192,7 @@ pub(super) async fn begin(
     let record = RunRecord::new(plan.clone(), held, planned.absent.len() as u64);
     let stored = runs.store.start(&record).await.map_err(failed)?;
     if stored.plan != plan {
-        return Ok((stored, false)); // another invocation of the same event started it first
+        return Ok(Begun::Run(stored, false)); // the same event, started first elsewhere
     }
     if let Some(before) = runs
         .store
@@ -200,7 +216,7 @@ pub(super) async fn begin(
             .map_err(|p| store_failed(&source, p))?;
     }
     tracing::info!(run_id, rows = census.rows, held, mode = ?mode, absent = planned.absent.len(), "run started");
-    Ok((stored, true))
+    Ok(Begun::Run(stored, true))
 }
 
 /// Closes a held run overtaken by a newer one of the same source: never applied late.
@@ -328,18 +344,23 @@ async fn check(state: &State, runs: &Runs, run_id: &str) -> Result<(), crate::ru
         record.finished_at = Some(now);
     }
     let summary = RunSummary::of(&record, &tally);
-    // Not marked done if either fails: the lease runs out and the next settling tries again.
-    if let Err(error) = write_summary(state, &record, &summary).await {
-        tracing::error!(run_id, %error, "the run's summary could not be written");
-        return Ok(());
-    }
-    if let Err(error) = runs
-        .bus
-        .put(EVENT_SOURCE, summary.detail_type(), &summary)
-        .await
-    {
-        tracing::error!(run_id, %error, "the run's event could not be put");
-        return Ok(());
+    // Not marked done if either fails: the lease is given back and the error has the work
+    // delivered again, whose settling tries again (the summary object is simply rewritten).
+    let published = match write_summary(state, &record, &summary).await {
+        Ok(()) => runs
+            .bus
+            .put(EVENT_SOURCE, summary.detail_type(), &summary)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(error) => Err(format!("the summary could not be written: {error}")),
+    };
+    if let Err(problem) = published {
+        runs.store.release(run_id, step).await?;
+        return Err(crate::runs::RunError::Store {
+            store: "the run's summary or event".into(),
+            action: "written",
+            reason: problem,
+        });
     }
     runs.store.done(run_id, step, now).await?;
     tracing::info!(

@@ -13,6 +13,7 @@ use tracing::Instrument;
 
 use super::continuation::{self, Checkpoint, Segment};
 use super::reports::{Report, Tracked};
+use super::runs::Begun;
 use super::{HandlerError, Invocation, State};
 use crate::aws::s3::S3Error;
 use crate::operation::Operation;
@@ -355,21 +356,63 @@ async fn process_source(
         Start::Event { .. } => None,
     };
     let etag = from.and_then(|c| c.etag.as_deref());
-    let run = match (&state.runs, &start) {
+    let begun = match (&state.runs, &start) {
         (Some(runs), Start::Event { run: Some(new), .. }) => {
-            let (record, started) =
-                super::runs::begin(state, runs, object, &new.id, new.mode, deadline).await?;
+            let begun = super::runs::begin(state, runs, object, &new.id, new.mode, deadline);
+            Some((begun.await?, new.id.clone(), new.mode, None))
+        }
+        (Some(runs), Start::Checkpoint(checkpoint)) => {
+            let known = runs
+                .store
+                .get(&checkpoint.run)
+                .await
+                .map_err(|e| incomplete(e.to_string()))?;
+            match (known, checkpoint.mode) {
+                (Some(record), _) => Some((
+                    Begun::Run(record, false),
+                    checkpoint.run.clone(),
+                    record_mode(checkpoint),
+                    None,
+                )),
+                // A run that waited for the SCIM service to start.
+                (None, Some(mode)) => {
+                    let begun =
+                        super::runs::begin(state, runs, object, &checkpoint.run, mode, deadline);
+                    Some((
+                        begun.await?,
+                        checkpoint.run.clone(),
+                        mode,
+                        checkpoint.waiting_since,
+                    ))
+                }
+                (None, None) => None,
+            }
+        }
+        _ => None,
+    };
+    let run = match begun {
+        Some((Begun::Run(record, started), ..)) => {
             if started && record.status == crate::runs::RunStatus::Held {
                 summary.held += 1;
             }
             Some(record)
         }
-        (Some(runs), Start::Checkpoint(checkpoint)) => runs
-            .store
-            .get(&checkpoint.run)
-            .await
-            .map_err(|e| incomplete(e.to_string()))?,
-        _ => None,
+        Some((Begun::Wait { header, reason }, run_id, mode, since)) => {
+            let event_time = match &start {
+                Start::Checkpoint(c) => c.event_time.clone(),
+                Start::Event { event_time, .. } => event_time.clone(),
+            };
+            let waiting = Waiting {
+                run_id,
+                mode,
+                since,
+                header,
+                event_time,
+                reason,
+            };
+            return wait_for_service(state, object, waiting, &source).await;
+        }
+        Some((Begun::Unreadable, ..)) | None => None,
     };
     if let Some(record) = &run {
         report.tracked = Some(Tracked {
@@ -524,6 +567,8 @@ async fn process_source(
                 header_next_line: from.map_or(scanned.header.line, |c| c.header_next_line),
                 offset: next.offset,
                 line: next.line,
+                mode: None,
+                waiting_since: None,
             };
             // After this file's deferred work, so the tenant sees it at the same pace.
             let delay = deferral_delay(
@@ -561,6 +606,78 @@ async fn process_source(
         "continued_at": continued.map(|p| json!({"line": p.line, "offset": p.offset})),
         "summary": settled.summary,
     }))
+}
+
+/// The sync mode a continuation carries (a run's own record has it too).
+fn record_mode(checkpoint: &Checkpoint) -> SyncMode {
+    checkpoint.mode.unwrap_or_default()
+}
+
+/// A run that cannot start yet: the SCIM service (or the ledger) did not answer its census.
+struct Waiting {
+    run_id: String,
+    mode: SyncMode,
+    /// Since when it waits (Unix seconds); None: from now.
+    since: Option<u64>,
+    header: ResumePoint,
+    event_time: Option<String>,
+    reason: String,
+}
+
+/// Puts a run that cannot start yet back on the queue, to start from the file's first row
+/// later; after `MAX_RETRY_AGE` of waiting, the object fails with why.
+async fn wait_for_service(
+    state: &State,
+    object: &ObjectRef,
+    waiting: Waiting,
+    source: &str,
+) -> Result<Value, HandlerError> {
+    let now = crate::operation::unix_now();
+    let since = waiting.since.unwrap_or(now).min(now);
+    let max_age = state.config.retry.max_age;
+    if Duration::from_secs(now - since) >= max_age {
+        return Err(HandlerError::Incomplete {
+            origin: source.to_string(),
+            problem: format!(
+                "the run could not start within MAX_RETRY_AGE ({}): {}; nothing was provisioned",
+                humantime::format_duration(max_age),
+                waiting.reason
+            ),
+        });
+    }
+    let checkpoint = Checkpoint {
+        continuation: continuation::CONTINUATION_VERSION,
+        bucket: object.bucket.clone(),
+        key: object.key.clone(),
+        version_id: object.version_id.clone(),
+        etag: None,
+        run: waiting.run_id.clone(),
+        event_time: waiting.event_time,
+        header_end: waiting.header.offset,
+        header_next_line: waiting.header.line,
+        offset: waiting.header.offset,
+        line: waiting.header.line,
+        mode: Some(waiting.mode),
+        waiting_since: Some(since),
+    };
+    // As a retried operation would wait: RETRY_BASE_SECONDS × 8, within RETRY_MAX_SECONDS.
+    let retry = &state.config.retry;
+    let delay = (retry.base * 8)
+        .max(Duration::from_secs(1))
+        .min(retry.cap.max(Duration::from_secs(1)));
+    leave_continuation(state, &checkpoint, delay)
+        .await
+        .map_err(|problem| HandlerError::Incomplete {
+            origin: source.to_string(),
+            problem: format!("{}; and {problem}", waiting.reason),
+        })?;
+    tracing::warn!(
+        run_id = %waiting.run_id,
+        reason = %waiting.reason,
+        delay_seconds = delay.as_secs(),
+        "the run cannot start yet (its census needs the SCIM service and the ledger): it starts later from the first row"
+    );
+    Ok(json!({"source": source, "run_id": waiting.run_id, "waiting": waiting.reason}))
 }
 
 /// An instant no invocation reaches (a day from now).

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::io::Read;
 
+use crate::sources::csv::ResumePoint;
 use crate::sources::{CsvSource, FileError};
 use crate::user::user_name_key;
 
@@ -15,6 +16,9 @@ pub struct Census {
     hashers: [RandomState; 2],
     /// Records in the file (valid or not).
     pub rows: u64,
+    /// Where the header ends (a file's reading may start again from there); None for a file
+    /// that cannot be read.
+    pub header: Option<ResumePoint>,
     /// Per userName named (fingerprint of the folded name): the userName of its last valid row
     /// if that row is a leaver, else None.
     last: HashMap<[u64; 2], Option<String>>,
@@ -33,7 +37,9 @@ impl Census {
     /// Reads the whole file.
     pub fn of(reader: impl Read) -> Result<Census, FileError> {
         let mut census = Census::default();
-        for row in CsvSource::new(reader)? {
+        let source = CsvSource::new(reader)?;
+        census.header = Some(source.resume_point());
+        for row in source {
             let row = row?;
             census.rows += 1;
             if let Ok(user) = row.result {

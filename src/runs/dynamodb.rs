@@ -402,6 +402,21 @@ impl RunStore for DynamoRuns {
         })
     }
 
+    fn release<'a>(&'a self, run_id: &'a str, step: Step) -> BoxFuture<'a, Result<(), RunError>> {
+        Box::pin(async move {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(run_key(run_id)))
+                .update_expression("REMOVE #lease")
+                .expression_attribute_names("#lease", format!("lease_{}", step.name()))
+                .send()
+                .await
+                .map_err(|e| self.error("written", crate::aws::error_text(&e)))?;
+            Ok(())
+        })
+    }
+
     fn done<'a>(
         &'a self,
         run_id: &'a str,

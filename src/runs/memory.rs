@@ -156,6 +156,13 @@ impl RunStore for MemoryRuns {
         ready(free)
     }
 
+    fn release<'a>(&'a self, run_id: &'a str, step: Step) -> BoxFuture<'a, Result<(), RunError>> {
+        if let Some(kept) = self.runs().get_mut(run_id) {
+            kept.leases.remove(step.name());
+        }
+        ready(())
+    }
+
     fn done<'a>(
         &'a self,
         run_id: &'a str,

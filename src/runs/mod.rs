@@ -431,6 +431,9 @@ pub trait RunStore: Send + Sync {
         until: u64,
     ) -> BoxFuture<'a, Result<bool, RunError>>;
 
+    /// Gives a lease back (writing the summary failed): the next settling may take it at once.
+    fn release<'a>(&'a self, run_id: &'a str, step: Step) -> BoxFuture<'a, Result<(), RunError>>;
+
     /// Marks a step's summary written (for [`Step::Completed`], the run completed at `at`).
     fn done<'a>(
         &'a self,
