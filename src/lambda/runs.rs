@@ -123,7 +123,7 @@ async fn census_of(
 /// How starting a run went.
 pub(super) enum Begun {
     /// Started now (true) or before, by the same event (false).
-    Run(RunRecord, bool),
+    Run(Box<RunRecord>, bool),
     /// Not yet: the SCIM service or the ledger did not answer (`reason`); the file's reading
     /// starts again from the end of its header when they do.
     Wait { header: ResumePoint, reason: String },
@@ -150,7 +150,7 @@ pub(super) async fn begin(
             status = record.status.name(),
             "the run was started before: continuing it"
         );
-        return Ok(Begun::Run(record, false));
+        return Ok(Begun::Run(Box::new(record), false));
     }
     let (census, etag, last_modified) = census_of(state, object, None).await?;
     let Some(header) = census.header else {
@@ -192,7 +192,7 @@ pub(super) async fn begin(
     let record = RunRecord::new(plan.clone(), held, planned.absent.len() as u64);
     let stored = runs.store.start(&record).await.map_err(failed)?;
     if stored.plan != plan {
-        return Ok(Begun::Run(stored, false)); // the same event, started first elsewhere
+        return Ok(Begun::Run(Box::new(stored), false)); // the same event, started first elsewhere
     }
     if let Some(before) = runs
         .store
@@ -216,7 +216,7 @@ pub(super) async fn begin(
             .map_err(|p| store_failed(&source, p))?;
     }
     tracing::info!(run_id, rows = census.rows, held, mode = ?mode, absent = planned.absent.len(), "run started");
-    Ok(Begun::Run(stored, true))
+    Ok(Begun::Run(Box::new(stored), true))
 }
 
 /// Closes a held run overtaken by a newer one of the same source: never applied late.

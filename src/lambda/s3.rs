@@ -369,7 +369,7 @@ async fn process_source(
                 .map_err(|e| incomplete(e.to_string()))?;
             match (known, checkpoint.mode) {
                 (Some(record), _) => Some((
-                    Begun::Run(record, false),
+                    Begun::Run(Box::new(record), false),
                     checkpoint.run.clone(),
                     record_mode(checkpoint),
                     None,
@@ -395,7 +395,7 @@ async fn process_source(
             if started && record.status == crate::runs::RunStatus::Held {
                 summary.held += 1;
             }
-            Some(record)
+            Some(*record)
         }
         Some((Begun::Wait { header, reason }, run_id, mode, since)) => {
             let event_time = match &start {
