@@ -125,6 +125,11 @@ pub(super) async fn handle(
             }
         }
     };
+    if state.runs.is_none() && mode(detail)? == Some(SyncMode::Full) {
+        return Err(HandlerError::BadEvent(
+            "\"mode\": \"full\" needs LEDGER_TABLE: full sync deactivates only users the ledger records as managed".into(),
+        ));
+    }
     let run = match &state.runs {
         Some(runs) => Some(NewRun {
             // The same event delivered twice is the same run: its id names it.

@@ -6,6 +6,7 @@ mod continuation;
 mod error;
 mod eventbridge;
 mod invocation;
+mod object_run;
 mod reports;
 mod runs;
 mod s3;

@@ -2,7 +2,6 @@
 //! userName, then the rows, through [`crate::sources::stream`]); the first rows are provisioned in this invocation, the rest are
 //! enqueued to the work queue while reading, deferred at the rate limit, so memory stays flat.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::s3::S3Event;
@@ -12,11 +11,10 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::continuation::{self, Checkpoint, Segment};
+use super::object_run;
 use super::reports::{Report, Tracked};
-use super::runs::Begun;
 use super::{HandlerError, Invocation, State};
 use crate::aws::s3::S3Error;
-use crate::operation::Operation;
 use crate::pipeline::{self, Summary};
 use crate::queue::{Requeue, WorkQueue};
 use crate::report::ReportLine;
@@ -256,43 +254,12 @@ pub(super) async fn process_from(
         let tracked = report.tracked.take();
         let result = finish_report(report, &source, result).await;
         match tracked {
-            Some(tracked) => settle_run(state, tracked, &source, result).await,
+            Some(tracked) => object_run::settle_run(state, tracked, &source, result).await,
             None => result,
         }
     }
     .instrument(span)
     .await
-}
-
-/// Counts what this invocation settled of the object's run (whether it went through or not:
-/// those rows are done); an error recording them fails the object, so the event is retried.
-async fn settle_run(
-    state: &State,
-    tracked: Tracked,
-    source: &str,
-    result: Result<Value, HandlerError>,
-) -> Result<Value, HandlerError> {
-    let run = tracked.run_id;
-    let rows = tracked
-        .rows
-        .into_iter()
-        .map(|(id, o)| (run.clone(), id, o))
-        .collect();
-    let requests = BTreeMap::from([(run.clone(), tracked.requests)]);
-    let mut reports = BTreeMap::new();
-    if let Some(address) = result.as_ref().ok().and_then(|v| v["report"].as_str()) {
-        reports.insert(run.clone(), address.to_string());
-    }
-    match super::runs::settle(state, rows, &requests, &reports).await {
-        Ok(()) => result,
-        Err(problem) => {
-            tracing::error!(%problem, "the run's progress could not be recorded");
-            result.and(Err(HandlerError::Incomplete {
-                origin: source.to_string(),
-                problem: format!("the run's progress could not be recorded: {problem}"),
-            }))
-        }
-    }
 }
 
 /// Completes the object's report: on success the result gets its address (a report that
@@ -356,63 +323,9 @@ async fn process_source(
         Start::Event { .. } => None,
     };
     let etag = from.and_then(|c| c.etag.as_deref());
-    let begun = match (&state.runs, &start) {
-        (Some(runs), Start::Event { run: Some(new), .. }) => {
-            let begun = super::runs::begin(state, runs, object, &new.id, new.mode, deadline);
-            Some((begun.await?, new.id.clone(), new.mode, None))
-        }
-        (Some(runs), Start::Checkpoint(checkpoint)) => {
-            let known = runs
-                .store
-                .get(&checkpoint.run)
-                .await
-                .map_err(|e| incomplete(e.to_string()))?;
-            match (known, checkpoint.mode) {
-                (Some(record), _) => Some((
-                    Begun::Run(Box::new(record), false),
-                    checkpoint.run.clone(),
-                    record_mode(checkpoint),
-                    None,
-                )),
-                // A run that waited for the SCIM service to start.
-                (None, Some(mode)) => {
-                    let begun =
-                        super::runs::begin(state, runs, object, &checkpoint.run, mode, deadline);
-                    Some((
-                        begun.await?,
-                        checkpoint.run.clone(),
-                        mode,
-                        checkpoint.waiting_since,
-                    ))
-                }
-                (None, None) => None,
-            }
-        }
-        _ => None,
-    };
-    let run = match begun {
-        Some((Begun::Run(record, started), ..)) => {
-            if started && record.status == crate::runs::RunStatus::Held {
-                summary.held += 1;
-            }
-            Some(*record)
-        }
-        Some((Begun::Wait { header, reason }, run_id, mode, since)) => {
-            let event_time = match &start {
-                Start::Checkpoint(c) => c.event_time.clone(),
-                Start::Event { event_time, .. } => event_time.clone(),
-            };
-            let waiting = Waiting {
-                run_id,
-                mode,
-                since,
-                header,
-                event_time,
-                reason,
-            };
-            return wait_for_service(state, object, waiting, &source).await;
-        }
-        Some((Begun::Unreadable, ..)) | None => None,
+    let run = match object_run::run_for(state, object, &start, deadline, summary).await? {
+        object_run::RunFor::Run(run) => run.map(|r| *r),
+        object_run::RunFor::Waiting(answer) => return Ok(answer),
     };
     if let Some(record) = &run {
         report.tracked = Some(Tracked {
@@ -481,7 +394,7 @@ async fn process_source(
     let now_count = state.config.s3_cycle_max_operations;
     let mut operations = Vec::new();
     while operations.len() < now_count {
-        match next_operation(&mut rows, run).await {
+        match object_run::next_operation(&mut rows, run).await {
             Some(op) => operations.push(op),
             None => break,
         }
@@ -608,85 +521,13 @@ async fn process_source(
     }))
 }
 
-/// The sync mode a continuation carries (a run's own record has it too).
-fn record_mode(checkpoint: &Checkpoint) -> SyncMode {
-    checkpoint.mode.unwrap_or_default()
-}
-
-/// A run that cannot start yet: the SCIM service (or the ledger) did not answer its census.
-struct Waiting {
-    run_id: String,
-    mode: SyncMode,
-    /// Since when it waits (Unix seconds); None: from now.
-    since: Option<u64>,
-    header: ResumePoint,
-    event_time: Option<String>,
-    reason: String,
-}
-
-/// Puts a run that cannot start yet back on the queue, to start from the file's first row
-/// later; after `MAX_RETRY_AGE` of waiting, the object fails with why.
-async fn wait_for_service(
-    state: &State,
-    object: &ObjectRef,
-    waiting: Waiting,
-    source: &str,
-) -> Result<Value, HandlerError> {
-    let now = crate::operation::unix_now();
-    let since = waiting.since.unwrap_or(now).min(now);
-    let max_age = state.config.retry.max_age;
-    if Duration::from_secs(now - since) >= max_age {
-        return Err(HandlerError::Incomplete {
-            origin: source.to_string(),
-            problem: format!(
-                "the run could not start within MAX_RETRY_AGE ({}): {}; nothing was provisioned",
-                humantime::format_duration(max_age),
-                waiting.reason
-            ),
-        });
-    }
-    let checkpoint = Checkpoint {
-        continuation: continuation::CONTINUATION_VERSION,
-        bucket: object.bucket.clone(),
-        key: object.key.clone(),
-        version_id: object.version_id.clone(),
-        etag: None,
-        run: waiting.run_id.clone(),
-        event_time: waiting.event_time,
-        header_end: waiting.header.offset,
-        header_next_line: waiting.header.line,
-        offset: waiting.header.offset,
-        line: waiting.header.line,
-        mode: Some(waiting.mode),
-        waiting_since: Some(since),
-    };
-    // As a retried operation would wait: RETRY_BASE_SECONDS × 8, within RETRY_MAX_SECONDS.
-    let retry = &state.config.retry;
-    let delay = (retry.base * 8)
-        .max(Duration::from_secs(1))
-        .min(retry.cap.max(Duration::from_secs(1)));
-    leave_continuation(state, &checkpoint, delay)
-        .await
-        .map_err(|problem| HandlerError::Incomplete {
-            origin: source.to_string(),
-            problem: format!("{}; and {problem}", waiting.reason),
-        })?;
-    tracing::warn!(
-        run_id = %waiting.run_id,
-        reason = %waiting.reason,
-        delay_seconds = delay.as_secs(),
-        "the run cannot start yet (its census needs the SCIM service and the ledger): it starts later from the first row"
-    );
-    Ok(json!({"source": source, "run_id": waiting.run_id, "waiting": waiting.reason}))
-}
-
 /// An instant no invocation reaches (a day from now).
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86_400)
 }
 
 /// Enqueues the continuation of a file this invocation could not finish.
-async fn leave_continuation(
+pub(super) async fn leave_continuation(
     state: &State,
     checkpoint: &Checkpoint,
     delay: Duration,
@@ -747,19 +588,6 @@ async fn replaced(
     json!({"source": source, "replaced": true})
 }
 
-/// The next operation of the file, as part of its run: a held run's deactivations are left
-/// out (its approval reads them again).
-async fn next_operation(rows: &mut Rows<'_, Report>, run: Option<&RunRecord>) -> Option<Operation> {
-    loop {
-        let mut op = rows.next_operation().await?;
-        if super::runs::parks(run, &op) {
-            continue;
-        }
-        op.run = run.map(|r| r.plan.run_id.clone());
-        return Some(op);
-    }
-}
-
 /// How enqueueing the rest of a file went.
 struct Deferral {
     enqueued: usize,
@@ -796,7 +624,7 @@ async fn defer_rest(
             stopped = true;
             break;
         }
-        let next = next_operation(rows, run).await;
+        let next = object_run::next_operation(rows, run).await;
         let end = next.is_none();
         if let Some(operation) = next {
             let delay = deferral_delay(position, ops_per_request, rpm);
