@@ -112,9 +112,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, UsageError> {
     }
 
     let started = Instant::now();
-    let started_at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let started_at = crate::operation::unix_millis();
     let queue = DelayQueue::new(args.time_scale);
     for operation in &input.operations {
         queue.push(operation.clone(), Duration::ZERO);

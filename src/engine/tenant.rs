@@ -18,13 +18,6 @@ use crate::scim::patch::PatchForm;
 use crate::scim::request::SubResult;
 use crate::user::user_name_key;
 
-/// Milliseconds since the Unix epoch (0 if the clock is before it).
-fn now_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// Longest an operation waits for an older one holding its user before it looks again.
 const WAIT_AT_MOST: Duration = Duration::from_secs(5);
 
@@ -312,7 +305,7 @@ impl Cycle<'_> {
         if claims.is_empty() {
             return Ok(claims);
         }
-        let now = now_millis();
+        let now = crate::operation::unix_millis();
         let hold = self.deadline.saturating_duration_since(Instant::now());
         let hold_until = now + u64::try_from(hold.as_millis()).unwrap_or(u64::MAX / 2);
         let refused: HashMap<String, Refusal> = ledger

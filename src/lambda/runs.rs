@@ -51,13 +51,6 @@ impl Runs {
 /// Settled outcomes, each with its run.
 pub(super) type RunRows = Vec<(String, RowId, RowOutcome)>;
 
-/// Milliseconds since the Unix epoch.
-fn now_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// A run id from what identifies its event: the same event delivered twice gives the same id.
 pub(super) fn run_id(parts: &[&str]) -> String {
     // FNV-1a, 64 bits, twice with different offsets: ids are names, not secrets.
@@ -175,7 +168,7 @@ pub(super) async fn begin(
         version_id: object.version_id.clone(),
         etag,
         mode,
-        started_at: now_millis(),
+        started_at: crate::operation::unix_millis(),
         rows: census.rows,
         parked: if held {
             census.leavers().count() as u64
@@ -334,7 +327,7 @@ async fn check(state: &State, runs: &Runs, run_id: &str) -> Result<(), crate::ru
     let Some(step) = due(&record, &tally) else {
         return Ok(());
     };
-    let now = now_millis();
+    let now = crate::operation::unix_millis();
     let until = now + u64::try_from(LEASE.as_millis()).unwrap_or(u64::MAX);
     if !runs.store.lease(run_id, step, now, until).await? {
         return Ok(());

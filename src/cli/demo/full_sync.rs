@@ -23,12 +23,6 @@ use crate::runs::{RowId, RowOutcome, RunPlan, RunRecord, RunStatus, SyncMode, Ta
 /// Share of the sample's rows the truncated export keeps.
 const TRUNCATED_PERCENT: usize = 40;
 
-fn now_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// The settled outcomes of a file's rows: invalid and replaced rows, and each result.
 fn settled(input: &Input, results: &[OperationResult]) -> Vec<(String, RowOutcome)> {
     let mut rows: Vec<(String, RowOutcome)> = input
@@ -74,7 +68,7 @@ pub fn upload_summary(
     };
     let mut record = RunRecord::new(plan, false, 0);
     record.status = RunStatus::Completed;
-    record.finished_at = Some(now_millis());
+    record.finished_at = Some(crate::operation::unix_millis());
     record.requests = requests;
     RunSummary::of(&record, &tally(&settled(input, &drained.results)))
 }
@@ -128,7 +122,7 @@ pub async fn run(
         run_id: "demo-truncated".into(),
         source: source.clone(),
         mode: SyncMode::Full,
-        started_at: now_millis(),
+        started_at: crate::operation::unix_millis(),
         rows: cut.rows,
         parked: if held {
             cut.operations.iter().filter(|op| !op.user.active).count() as u64
@@ -178,7 +172,7 @@ pub async fn run(
         .map_err(|e| UsageError(e.to_string()))?;
     rows.extend(settled(&cut, &second.results));
     record.status = RunStatus::Completed;
-    record.finished_at = Some(now_millis());
+    record.finished_at = Some(crate::operation::unix_millis());
     record.requests += second.counts.requests;
     let completed = RunSummary::of(&record, &tally(&rows));
 
