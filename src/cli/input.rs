@@ -1,11 +1,29 @@
 //! Reading a CSV file for the CLI: header mapping, valid users (the last row per userName wins),
 //! invalid and superseded rows, and their report lines. Parsing and validation are `sources`'.
 
+use std::fs::File;
+use std::path::Path;
+
+use super::UsageError;
 use crate::operation::Operation;
 use crate::report::ReportLine;
 use crate::sources::rows;
 use crate::sources::{fate, last_lines_by_user, CsvSource, Field, FileError, RowError, RowFate};
 use crate::user::User;
+
+/// Opens an input file to stream it, or says which and why not.
+pub fn open_file(path: &Path) -> Result<File, UsageError> {
+    let file =
+        File::open(path).map_err(|e| UsageError(format!("cannot read {}: {e}", path.display())))?;
+    // A directory opens on Unix; reading it would fail with a less useful message.
+    match file.metadata() {
+        Ok(meta) if meta.is_dir() => Err(UsageError(format!(
+            "cannot read {}: it is a directory",
+            path.display()
+        ))),
+        _ => Ok(file),
+    }
+}
 
 /// A row that cannot be provisioned.
 #[derive(Debug, Clone)]
