@@ -12,7 +12,7 @@
 //!   `validate --json`, `provision --dry-run --json` and `provision --json` print against the
 //!   generator's, and the peak RSS being read; no timing;
 //! - `cargo bench --bench cli_commands [-- --sizes 10000,100000,1000000] [--runs 3]
-//!   [--provision-sizes 10000,100000] [--python python3] [--before PATH]`: the table. `--before`
+//!   [--provision-sizes 10000,100000|none] [--python python3] [--before PATH]`: the table. `--before`
 //!   runs another build of the binary (e.g. the commit before the change) the same way,
 //!   interleaved, for a before/after comparison. The binary is Cargo's build for the profile
 //!   (`cargo bench`: release settings), or `CLI_BIN`.
@@ -175,8 +175,53 @@ extern "C" {
 }
 
 /// Runs `command` to its end (stdout to `stdout`, or discarded): its wall time, CPU time and
-/// peak RSS, from `wait4` on that child alone.
+/// peak RSS. Through a small process of this binary (`--measure`), which spawns the command
+/// and reads its rusage from `wait4`: Linux counts in a child's peak RSS the memory of the
+/// process that spawned it (its address space is the one `exec` replaces), and this process
+/// grows (a generated file's userNames, the tenant's users).
 fn measure(command: &mut Command, stdout: Option<&Path>) -> Measured {
+    let mut wrapper = Command::new(std::env::current_exe().expect("this binary"));
+    wrapper
+        .arg("--measure")
+        .arg(stdout.map_or_else(|| "-".into(), |p| p.display().to_string()))
+        .arg(command.get_program())
+        .args(command.get_args());
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => wrapper.env(key, value),
+            None => wrapper.env_remove(key),
+        };
+    }
+    let out = wrapper.output().expect("run the measuring process");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let fields: Vec<f64> = text
+        .trim()
+        .strip_prefix("MEASURED ")
+        .unwrap_or_else(|| panic!("the measuring process said {text:?}"))
+        .split(' ')
+        .map(|v| v.parse().expect("a number"))
+        .collect();
+    Measured {
+        code: fields[0] as i32,
+        wall: fields[1],
+        cpu: fields[2],
+        rss_mb: fields[3],
+    }
+}
+
+/// `--measure OUT PROGRAM ARGS...`: runs the program (stdout to OUT, `-`: discarded) and
+/// prints `MEASURED code wall cpu rss_mb`.
+fn measure_child(args: &[String]) {
+    let (out, program, rest) = (&args[0], &args[1], &args[2..]);
+    let stdout = (out != "-").then(|| PathBuf::from(out));
+    let mut command = Command::new(program);
+    command.args(rest);
+    let m = spawn_and_wait(&mut command, stdout.as_deref());
+    println!("MEASURED {} {} {} {}", m.code, m.wall, m.cpu, m.rss_mb);
+}
+
+/// Spawns `command` and reaps it with `wait4`: its wall time, CPU time and peak RSS.
+fn spawn_and_wait(command: &mut Command, stdout: Option<&Path>) -> Measured {
     let out = match stdout {
         Some(path) => Stdio::from(File::create(path).expect("stdout file")),
         None => Stdio::null(),
@@ -349,6 +394,7 @@ fn sizes(args: &[String], name: &str, default: &[u64]) -> Vec<u64> {
             || default.to_vec(),
             |list| {
                 list.split(',')
+                    .filter(|n| *n != "none")
                     .map(|n| n.replace('_', "").parse().expect("a size"))
                     .collect()
             },
@@ -489,6 +535,16 @@ fn bench(options: &Options) {
         for (i, (label, _)) in binaries.iter().enumerate() {
             validate[i].row(size, &format!("{label}validate --csv"), Some(&baseline));
         }
+        if size == all[0] {
+            // What any run of the binary costs at least (and the measuring process's share).
+            let floor = Series {
+                runs: (0..options.runs)
+                    .map(|_| measure(&mut cli(&bin(), &["--version"]), None))
+                    .collect(),
+                requests_per_k: Vec::new(),
+            };
+            floor.row(0, "--version (floor)", None);
+        }
         baseline.row(size, "Python baseline_validate.py", None);
         if provisioned {
             for (i, (label, _)) in binaries.iter().enumerate() {
@@ -496,12 +552,23 @@ fn bench(options: &Options) {
                 full[i].row(size, &format!("{label}provision"), None);
             }
         }
-        std::fs::remove_file(&csv).ok();
+        if std::env::var_os("CLI_BENCH_KEEP").is_none() {
+            std::fs::remove_file(&csv).ok();
+        } else {
+            let kept = std::env::temp_dir().join(format!("cli-bench-{size}.csv"));
+            std::fs::rename(&csv, &kept)
+                .or_else(|_| std::fs::copy(&csv, &kept).map(|_| ()))
+                .ok();
+        }
     }
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).is_some_and(|a| a == "--measure") {
+        measure_child(&args[2..]);
+        return;
+    }
     if !args.iter().any(|a| a == "--bench") {
         smoke();
         return;
