@@ -390,3 +390,122 @@ async fn a_second_run_of_the_same_file_writes_nothing_and_reconcile_finds_drift(
     assert_eq!(report["drifted"], 1, "{report}");
     assert!(!out.contains("ada@example.com"), "masked: {out}");
 }
+
+/// An HR export streamed in windows (BOM, CRLF, quoted line breaks): 5,000 users, a userName
+/// met early and again near the end, an invalid row after quoted line breaks.
+struct BigFile {
+    text: String,
+    /// Lines of the two rows of the duplicated userName, and of the invalid row.
+    early: u64,
+    late: u64,
+    invalid: u64,
+}
+
+fn big_file() -> BigFile {
+    let mut text = String::from("\u{feff}Work Email,First Name,Last Name,Job Title,Status\r\n");
+    let (mut line, mut early, mut late, mut invalid) = (2u64, 0, 0, 0);
+    for i in 0..5_000u32 {
+        let (email, title) = match i {
+            3 => {
+                early = line;
+                ("Twice@Example.com".to_string(), "Early".to_string())
+            }
+            4_900 => {
+                late = line;
+                ("twice@example.com".to_string(), "Late".to_string())
+            }
+            _ if i % 1_000 == 500 => (format!("user{i}@example.com"), "\"Team\r\nLead\"".into()),
+            _ => (format!("user{i}@example.com"), "Agent".to_string()),
+        };
+        let email = if i == 2_600 {
+            invalid = line;
+            "not-an-address".to_string()
+        } else {
+            email
+        };
+        text.push_str(&format!("{email},F{i},L{i},{title},Active\r\n"));
+        line += 1 + u64::from(title.contains('\n'));
+    }
+    BigFile {
+        text,
+        early,
+        late,
+        invalid,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_file_is_streamed_in_windows_and_reported_as_if_read_whole() {
+    let file = big_file();
+    let s = setup(&file.text).await;
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.jsonl");
+    // Batches of 50: the queue holds a window of 2,000 operations, so the file's 4,999
+    // operations arrive in several windows and the two rows of one userName in different ones.
+    let mut argv = args(
+        &["provision", "--quiet", "--batch", "50", "--csv"],
+        &[&s.csv],
+    );
+    argv.extend(args(&["--credentials"], &[&s.credentials]));
+    argv.extend(args(&["--report"], &[&report]));
+    let (code, out, err) = run(argv, vec![]).await;
+    assert_eq!(code, 1, "one invalid row: {out}\n{err}");
+    assert!(out.contains("  rows read          5,000\n"), "{out}");
+    assert!(out.contains("  created            4,998\n"), "{out}");
+    assert!(out.contains("  invalid rows           1\n"), "{out}");
+    assert!(out.contains("  skipped                1\n"), "{out}");
+    let users = s.tenant.users();
+    assert_eq!(users.len(), 2 + 4_998, "Grace and Alan were there");
+    assert_eq!(user(&users, "twice@example.com").unwrap()["title"], "Late");
+    assert_eq!(
+        user(&users, "user500@example.com").unwrap()["title"],
+        "Team\nLead"
+    );
+
+    let text = std::fs::read_to_string(&report).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let statuses: Vec<(&str, Option<u64>)> = lines
+        .iter()
+        .map(|l| (l["status"].as_str().unwrap(), l["row"].as_u64()))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("invalid", Some(file.invalid)),
+            ("duplicate", Some(file.early))
+        ],
+        "{text}"
+    );
+    let by = format!("superseded by line {}", file.late);
+    assert!(lines[1]["reason"].as_str().unwrap().contains(&by), "{text}");
+
+    // validate finds the same rows at the same lines.
+    let (code, out, _) = run(args(&["validate", "--json", "--csv"], &[&s.csv]), vec![]).await;
+    assert_eq!(code, 1);
+    let checked: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(checked["rows"], 5_000);
+    assert_eq!(checked["invalid"][0]["line"], file.invalid);
+    assert_eq!(checked["superseded"][0]["line"], file.early);
+    assert_eq!(checked["superseded"][0]["reason"], lines[1]["reason"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_plans_a_large_file_window_by_window() {
+    let file = big_file();
+    let s = setup(&file.text).await;
+    let argv = args(&["provision", "--dry-run", "--json", "--csv"], &[&s.csv]);
+    let mut argv = argv;
+    argv.extend(args(&["--credentials"], &[&s.credentials]));
+    let (code, out, err) = run(argv, vec![]).await;
+    assert_eq!(code, 1, "one invalid row: {out}\n{err}");
+    let plan: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(plan["rows"], 5_000, "{plan}");
+    assert_eq!(plan["create"], 4_998, "{plan}");
+    assert_eq!(plan["skip"], 1, "{plan}");
+    assert_eq!(plan["invalid"], 1, "{plan}");
+    let stats = s.tenant.stats();
+    assert_eq!((stats.created, stats.bulk_requests), (0, 0));
+}

@@ -1,19 +1,22 @@
 //! `provision --dry-run`: what a run would do, as the engine decides it (the tenant listed into
 //! the ledger, leavers it does not know looked up); sends only reads.
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 
-use super::format::{group, thousands, Reason};
-use super::input::{error_kind, Input};
+use super::format::{thousands, Reason};
+use super::input::FileCounts;
+use super::runner::Feed;
 use super::{write_report, ProvisionArgs, UsageError};
 use crate::engine::decide::{Decision, NOTHING_TO_DEACTIVATE, SUPERSEDED};
 use crate::engine::{Engine, LookupError};
 use crate::mask::mask_emails_in;
 use crate::operation::Operation;
+use crate::report::ReportLine;
 use crate::scim::discovery::ProviderLimits;
 
 /// How long the plan's reads (the tenant's listing included) may take.
@@ -24,7 +27,7 @@ const LOOKUP_ATTEMPTS: u32 = 4;
 
 /// What a run would do, in counts.
 #[derive(Debug, Default, Serialize)]
-struct Plan {
+pub struct Plan {
     dry_run: bool,
     rows: u64,
     bulk: bool,
@@ -43,87 +46,120 @@ struct Plan {
     unknown_reasons: Vec<Reason>,
 }
 
-/// Looks every user up and prints the plan; exit 1 if rows are invalid or lookups failed.
-pub async fn run(
+/// Operations planned together: the engine decides a window at a time (the tenant is listed
+/// once, on the first), so a large file is never all in memory.
+const PLAN_WINDOW: usize = 5_000;
+
+/// Looks every user of the file up, a window of its operations at a time, and says what a run
+/// would do.
+pub async fn plan(
     engine: &Engine,
-    input: &Input,
+    file: &FileCounts,
+    feed: &mut impl Feed,
     limits: ProviderLimits,
-    args: &ProvisionArgs,
-) -> Result<ExitCode, UsageError> {
+) -> Result<Plan, UsageError> {
     // The engine's own decisions; only users it would have to look up are looked up here.
     let deadline = std::time::Instant::now() + PLAN_HORIZON;
-    let decisions = engine
-        .plan(&input.operations, deadline)
-        .await
-        .map_err(|e| UsageError(format!("cannot plan the run: {e}")))?;
     let concurrency = engine.config().concurrency.max(1);
-    let found: Vec<Option<Result<Option<String>, LookupError>>> =
-        stream::iter(input.operations.iter().zip(&decisions))
-            .map(|(op, decision)| async move {
-                match decision {
-                    Decision::Find => Some(lookup(engine, op).await),
-                    _ => None,
-                }
-            })
-            .buffered(concurrency)
-            .collect()
-            .await;
     let mut plan = Plan {
         dry_run: true,
-        rows: input.rows,
+        rows: file.rows,
         bulk: limits.bulk,
         max_operations: limits.max_operations,
         max_payload_size: limits.max_payload_size,
-        invalid: input.invalid.len() as u64,
-        skip: input.superseded.len() as u64,
-        invalid_rows: group(input.invalid.iter().map(|r| error_kind(&r.error))),
+        invalid: file.invalid,
+        skip: file.superseded,
+        invalid_rows: file.invalid_kinds.clone(),
         ..Plan::default()
     };
-    let mut skips: Vec<String> = input
-        .superseded
-        .iter()
-        .map(|_| "superseded by a later row for the same userName".into())
-        .collect();
-    let mut unknown = Vec::new();
-    for ((decision, found), _op) in decisions.iter().zip(found).zip(&input.operations) {
-        match (decision, found) {
-            (Decision::Create, _) => plan.create += 1,
-            (Decision::Update { .. }, _) => plan.update += 1,
-            (Decision::Deactivate { .. }, _) => plan.deactivate += 1,
-            (Decision::Unchanged { .. }, _) => plan.unchanged += 1,
-            (Decision::Skip(reason), _) => {
-                plan.skip += 1;
-                skips.push(reason.to_string());
+    let mut skips: BTreeMap<String, u64> = BTreeMap::new();
+    if file.superseded > 0 {
+        skips.insert(
+            "superseded by a later row for the same userName".into(),
+            file.superseded,
+        );
+    }
+    let mut unknown: BTreeMap<String, u64> = BTreeMap::new();
+    let mut window = Vec::with_capacity(PLAN_WINDOW);
+    loop {
+        window.clear();
+        while window.len() < PLAN_WINDOW {
+            match feed.next_operation().await {
+                Some(op) => window.push(op),
+                None => break,
             }
-            (Decision::Wait { .. }, _) => plan.unknown += 1,
-            (Decision::Superseded, _) => {
+        }
+        if window.is_empty() {
+            break;
+        }
+        let decisions = engine
+            .plan(&window, deadline)
+            .await
+            .map_err(|e| UsageError(format!("cannot plan the run: {e}")))?;
+        let found: Vec<Option<Result<Option<String>, LookupError>>> =
+            stream::iter(window.iter().zip(&decisions))
+                .map(|(op, decision)| async move {
+                    match decision {
+                        Decision::Find => Some(lookup(engine, op).await),
+                        _ => None,
+                    }
+                })
+                .buffered(concurrency)
+                .collect()
+                .await;
+        for (decision, found) in decisions.iter().zip(found) {
+            let mut skip = |reason: String| {
                 plan.skip += 1;
-                skips.push(SUPERSEDED.to_string());
-            }
-            (Decision::Find, Some(Ok(Some(_)))) => plan.deactivate += 1,
-            (Decision::Find, Some(Ok(None)) | None) => {
-                plan.skip += 1;
-                skips.push(NOTHING_TO_DEACTIVATE.to_string());
-            }
-            (Decision::Find, Some(Err(e))) => {
-                plan.unknown += 1;
-                unknown.push(mask_emails_in(&e.reason));
+                *skips.entry(reason).or_default() += 1;
+            };
+            match (decision, found) {
+                (Decision::Create, _) => plan.create += 1,
+                (Decision::Update { .. }, _) => plan.update += 1,
+                (Decision::Deactivate { .. }, _) => plan.deactivate += 1,
+                (Decision::Unchanged { .. }, _) => plan.unchanged += 1,
+                (Decision::Skip(reason), _) => skip(reason.to_string()),
+                (Decision::Wait { .. }, _) => plan.unknown += 1,
+                (Decision::Superseded, _) => skip(SUPERSEDED.to_string()),
+                (Decision::Find, Some(Ok(Some(_)))) => plan.deactivate += 1,
+                (Decision::Find, Some(Ok(None)) | None) => skip(NOTHING_TO_DEACTIVATE.to_string()),
+                (Decision::Find, Some(Err(e))) => {
+                    plan.unknown += 1;
+                    *unknown.entry(mask_emails_in(&e.reason)).or_default() += 1;
+                }
             }
         }
     }
-    plan.skips = group(skips);
-    plan.unknown_reasons = group(unknown);
+    plan.skips = grouped(skips);
+    plan.unknown_reasons = grouped(unknown);
+    Ok(plan)
+}
+
+/// Counted reasons, most frequent first (then alphabetically), as `format::group` orders them.
+fn grouped(counts: BTreeMap<String, u64>) -> Vec<Reason> {
+    let mut grouped: Vec<Reason> = counts
+        .into_iter()
+        .map(|(reason, count)| Reason { reason, count })
+        .collect();
+    grouped.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
+    grouped
+}
+
+/// Writes the report (the file's invalid and superseded rows) and prints the plan; exit 1 if
+/// rows are invalid or lookups failed.
+pub fn print(
+    plan: &Plan,
+    source: &str,
+    args: &ProvisionArgs,
+    report: &[ReportLine],
+) -> Result<ExitCode, UsageError> {
     if let Some(path) = &args.output.report {
-        write_report(path, &input.report_lines())?;
+        write_report(path, report)?;
     }
     if args.output.json {
         // A struct of strings and numbers always serializes.
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&plan).unwrap_or_default()
-        );
+        println!("{}", serde_json::to_string_pretty(plan).unwrap_or_default());
     } else {
-        print!("{}", text(&plan, &input.source));
+        print!("{}", text(plan, source));
     }
     let clean = plan.invalid == 0 && plan.unknown == 0;
     Ok(if clean {

@@ -1,11 +1,41 @@
 //! Reading a CSV file for the CLI: header mapping, valid users (the last row per userName wins),
 //! invalid and superseded rows, and their report lines. Parsing and validation are `sources`'.
 
+use std::fs::File;
+use std::path::Path;
+use std::thread::JoinHandle;
+
+use tokio::sync::mpsc;
+
+use super::format::{group, Reason};
+use super::runner::Feed;
+use super::UsageError;
 use crate::operation::Operation;
 use crate::report::ReportLine;
+use crate::sources::check::FileCheck;
 use crate::sources::rows;
-use crate::sources::{fate, last_lines_by_user, CsvSource, Field, FileError, RowError, RowFate};
+use crate::sources::stream::{read_rows, ReportSink, Rows, WholeFile};
+use crate::sources::{
+    fate, last_lines_by_user, CsvSource, Field, FileError, LastLines, RowError, RowFate,
+};
 use crate::user::User;
+
+/// Rows read ahead of the run by the reading thread.
+const READ_AHEAD: usize = 1024;
+
+/// Opens an input file to stream it, or says which and why not.
+pub fn open_file(path: &Path) -> Result<File, UsageError> {
+    let file =
+        File::open(path).map_err(|e| UsageError(format!("cannot read {}: {e}", path.display())))?;
+    // A directory opens on Unix; reading it would fail with a less useful message.
+    match file.metadata() {
+        Ok(meta) if meta.is_dir() => Err(UsageError(format!(
+            "cannot read {}: it is a directory",
+            path.display()
+        ))),
+        _ => Ok(file),
+    }
+}
 
 /// A row that cannot be provisioned.
 #[derive(Debug, Clone)]
@@ -108,6 +138,146 @@ impl Input {
             .chain(invalid)
             .chain(superseded)
             .collect()
+    }
+}
+
+/// What a file holds besides its operations, for summaries and plans.
+#[derive(Debug, Clone, Default)]
+pub struct FileCounts {
+    /// Data records read (blank lines excluded).
+    pub rows: u64,
+    /// Rows that failed validation.
+    pub invalid: u64,
+    /// Valid rows replaced by a later row for the same userName.
+    pub superseded: u64,
+    /// Invalid rows grouped by kind of error.
+    pub invalid_kinds: Vec<Reason>,
+}
+
+impl FileCounts {
+    /// The counts of a file read whole.
+    pub fn of_input(input: &Input) -> Self {
+        Self {
+            rows: input.rows,
+            invalid: input.invalid.len() as u64,
+            superseded: input.superseded.len() as u64,
+            invalid_kinds: group(input.invalid.iter().map(|r| error_kind(&r.error))),
+        }
+    }
+
+    /// The counts of a checked file.
+    pub fn of_check(check: &FileCheck) -> Self {
+        Self {
+            rows: check.rows,
+            invalid: check.invalid.len() as u64,
+            superseded: check.superseded.len() as u64,
+            invalid_kinds: group(check.invalid.iter().map(|(_, e)| error_kind(e))),
+        }
+    }
+}
+
+/// The report lines of a streamed file's rows, kept in [`Input::report_lines`]' order: the
+/// ignored columns, then the invalid rows, then the superseded ones (each in file order).
+#[derive(Debug, Default)]
+pub struct Findings {
+    ignored: Vec<ReportLine>,
+    invalid: Vec<ReportLine>,
+    superseded: Vec<ReportLine>,
+}
+
+impl Findings {
+    /// Every line, in order.
+    pub fn into_lines(self) -> Vec<ReportLine> {
+        let mut lines = self.ignored;
+        lines.extend(self.invalid);
+        lines.extend(self.superseded);
+        lines
+    }
+}
+
+impl ReportSink for Findings {
+    async fn push(&mut self, line: &ReportLine) {
+        let list = match line.status.as_str() {
+            "ignored" => &mut self.ignored,
+            "invalid" => &mut self.invalid,
+            _ => &mut self.superseded,
+        };
+        list.push(line.clone());
+    }
+}
+
+/// A checked file's operations, read (on a thread of their own) as the run takes them.
+pub struct Pending<'f> {
+    rows: Rows<'f, Findings>,
+    reading: Option<JoinHandle<()>>,
+    /// Operations the file makes, and how many were taken.
+    total: u64,
+    taken: u64,
+}
+
+impl<'f> Pending<'f> {
+    /// Starts reading `path` (checked: `last` is its last line of every userName) as `source`;
+    /// operations carry `source_time`, report lines go to `findings`.
+    pub fn open(
+        path: &Path,
+        source: &str,
+        last: LastLines,
+        source_time: Option<u64>,
+        findings: &'f mut Findings,
+    ) -> Result<Self, UsageError> {
+        let file = open_file(path)?;
+        let (tx, rx) = mpsc::channel(READ_AHEAD);
+        let reading = std::thread::Builder::new()
+            .name("csv-reader".into())
+            .spawn(move || read_rows(file, &WholeFile, None, true, tx))
+            .map_err(|e| UsageError(format!("cannot start reading {source}: {e}")))?;
+        let total = last.len() as u64;
+        let rows = Rows {
+            source: source.to_owned(),
+            last,
+            rx,
+            rows: 0,
+            invalid: 0,
+            duplicates: 0,
+            report: findings,
+            source_time,
+            failure: None,
+            resume: crate::sources::csv::ResumePoint { offset: 0, line: 1 },
+        };
+        Ok(Self {
+            rows,
+            reading: Some(reading),
+            total,
+            taken: 0,
+        })
+    }
+
+    /// Reads the rest of the file for its report lines (its operations are dropped: the run
+    /// is over) and stops the reading thread; says why the file could not be read to its end.
+    pub async fn finish(mut self) -> Option<FileError> {
+        while self.rows.next_operation().await.is_some() {}
+        if let Some(reading) = self.reading.take() {
+            // The thread only reads and sends; a panic there is a bug, reported as a failure.
+            if reading.join().is_err() {
+                self.rows.failure.get_or_insert(FileError::Read {
+                    line: None,
+                    message: "the reading thread failed".into(),
+                });
+            }
+        }
+        self.rows.failure.take()
+    }
+}
+
+impl Feed for Pending<'_> {
+    async fn next_operation(&mut self) -> Option<Operation> {
+        let operation = self.rows.next_operation().await;
+        self.taken += u64::from(operation.is_some());
+        operation
+    }
+
+    fn remaining(&self) -> u64 {
+        self.total.saturating_sub(self.taken)
     }
 }
 

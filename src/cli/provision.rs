@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::credentials::{credential_source, CredentialOptions};
-use super::input::Input;
+use super::input::{open_file, FileCounts, Findings, Pending};
 use super::progress::Progress;
 use super::runner::{self, RunSettings};
 use super::summary::RunSummary;
-use super::{dry_run, read_file, write_report, ProvisionArgs, UpdateMethodArg, UsageError};
+use super::{dry_run, write_report, ProvisionArgs, UpdateMethodArg, UsageError};
 use crate::engine::{Engine, EngineConfig, UpdateMethod};
 use crate::ledger::memory::MemoryLedger;
 use crate::queue::memory::DelayQueue;
@@ -17,22 +17,21 @@ use crate::retry::RetryPolicy;
 use crate::scim::credentials::CredentialSource;
 use crate::scim::discovery::ProviderLimits;
 use crate::scim::http::Timeouts;
+use crate::sources::check::{check_file, FileCheck, Parallel};
 
 /// Longest a single request may take; shorter when the cycle is short, so requests still fit.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Runs `provision` (or its dry run).
+/// Runs `provision` (or its dry run). The file is streamed: checked in one pass (counts,
+/// invalid rows, the last row of each userName), then its operations are read as the run
+/// takes them, a window at a time.
 pub async fn run(args: ProvisionArgs) -> Result<ExitCode, UsageError> {
     let credentials = credential_source(&CredentialOptions::of(&args.credentials)).await?;
     let name = args.csv.display().to_string();
-    let data = read_file(&args.csv)?;
-    let mut input = Input::read(&data, &name).map_err(|e| UsageError(format!("{name}: {e}")))?;
+    let check = check(&args.csv, &name).await?;
+    let counts = FileCounts::of_check(&check);
     // The file's time orders its operations against those of other files (with --ledger).
-    if let Some(written) = modified_millis(&args.csv) {
-        for op in &mut input.operations {
-            op.source_time = Some(written);
-        }
-    }
+    let written = modified_millis(&args.csv);
     let cycle = cycle_length(args.cycle_seconds)?;
     let ledger = Arc::new(match &args.ledger {
         Some(path) => MemoryLedger::open(path).map_err(|e| UsageError(e.to_string()))?,
@@ -40,32 +39,51 @@ pub async fn run(args: ProvisionArgs) -> Result<ExitCode, UsageError> {
     });
     let engine = engine(&args, cycle, credentials)?.with_ledger(ledger.clone());
     let limits = preflight(&engine).await?;
+    let mut findings = Findings::default();
+    let mut pending = Pending::open(&args.csv, &name, check.last, written, &mut findings)?;
     if args.dry_run {
-        return dry_run::run(&engine, &input, limits, &args).await;
+        let plan = dry_run::plan(&engine, &counts, &mut pending, limits).await;
+        let unread = pending.finish().await;
+        let plan = plan?;
+        if let Some(error) = unread {
+            return Err(UsageError(format!("{name}: {error}")));
+        }
+        return dry_run::print(&plan, &name, &args, &findings.into_lines());
     }
 
     let started = Instant::now();
     let queue = DelayQueue::new(1.0);
-    for operation in &input.operations {
-        queue.push(operation.clone(), Duration::ZERO);
-    }
-    let progress = Progress::new(input.rows, args.output.quiet);
+    let progress = Progress::new(counts.rows, args.output.quiet);
     let settings = RunSettings {
         batch: args.batch.max(1),
         cycle,
     };
-    let pre_settled = (input.invalid.len() + input.superseded.len()) as u64;
-    let drained = runner::drain(&engine, &queue, settings, &progress, pre_settled).await;
+    let pre_settled = counts.invalid + counts.superseded;
+    let drained = runner::drain_fed(
+        &engine,
+        &queue,
+        settings,
+        &progress,
+        pre_settled,
+        &mut pending,
+        false,
+    )
+    .await;
     progress.finish();
+    // The rest of the file is read for its report lines whatever happened.
+    let unread = pending.finish().await;
     // A run that stopped midway still reports everything known, and why it stopped.
     let (drained, stopped) = match drained {
         Ok(drained) => (drained, None),
         Err(stopped) => (*stopped.drained, Some(stopped.error.to_string())),
     };
+    let stopped =
+        stopped.or_else(|| unread.map(|e| format!("{name} could not be read to its end: {e}")));
 
     ledger.save().map_err(|e| UsageError(e.to_string()))?;
-    let summary = RunSummary::of(&input, &drained, started.elapsed()).with_stop(stopped.as_deref());
-    let mut report = input.report_lines();
+    let summary =
+        RunSummary::of_file(&counts, &drained, started.elapsed()).with_stop(stopped.as_deref());
+    let mut report = findings.into_lines();
     report.extend(drained.report);
     report.extend(summary.stop_line(&name));
     if let Some(path) = &args.output.report {
@@ -97,6 +115,16 @@ pub async fn run(args: ProvisionArgs) -> Result<ExitCode, UsageError> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The first pass over the file, on blocking threads: a file that cannot be used is a usage
+/// error, as before anything is sent.
+async fn check(path: &std::path::Path, name: &str) -> Result<FileCheck, UsageError> {
+    let file = open_file(path)?;
+    let checked = tokio::task::spawn_blocking(move || check_file(file, Parallel::default()))
+        .await
+        .map_err(|e| UsageError(format!("{name}: the file could not be checked: {e}")))?;
+    checked.map_err(|e| UsageError(format!("{name}: {e}")))
 }
 
 /// When a file was last written, in ms since the Unix epoch.

@@ -1,7 +1,9 @@
 //! Drains the in-memory queue through the Lambda's pipeline, one bulk cycle at a time:
 //! each cycle takes the operations that are ready, and `pipeline::run_cycle` puts the ones to
-//! retry or defer back with their delay. Ctrl-C stops between cycles.
+//! retry or defer back with their delay. A [`Feed`] tops the queue up to a window of a few
+//! cycles as it drains, so a large file is never all in memory. Ctrl-C stops between cycles.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,10 +12,36 @@ use tokio::sync::Notify;
 
 use super::progress::{Progress, Status};
 use crate::engine::{Engine, EngineError};
-use crate::operation::{OperationResult, Outcome};
+use crate::operation::{Operation, OperationResult, Outcome};
 use crate::pipeline::{self, Summary};
 use crate::queue::memory::DelayQueue;
 use crate::report::ReportLine;
+
+/// Cycles' worth of operations kept queued while a feed has more, so that every cycle is full.
+const WINDOW_CYCLES: usize = 4;
+/// Operations kept queued at least while a feed has more.
+const MIN_WINDOW: usize = 2_000;
+
+/// Operations not queued yet, queued as the queue drains.
+pub trait Feed {
+    /// The next operation; None when there are no more.
+    fn next_operation(&mut self) -> impl Future<Output = Option<Operation>> + Send;
+    /// Operations not taken yet.
+    fn remaining(&self) -> u64;
+}
+
+/// No feed: every operation is in the queue already.
+struct Queued;
+
+impl Feed for Queued {
+    async fn next_operation(&mut self) -> Option<Operation> {
+        None
+    }
+
+    fn remaining(&self) -> u64 {
+        0
+    }
+}
 
 /// How the queue is drained.
 #[derive(Debug, Clone, Copy)]
@@ -123,13 +151,44 @@ pub async fn drain(
     progress: &Progress,
     settled: u64,
 ) -> Result<Drained, Stopped> {
+    drain_fed(
+        engine,
+        queue,
+        settings,
+        progress,
+        settled,
+        &mut Queued,
+        true,
+    )
+    .await
+}
+
+/// [`drain`], with operations taken from `feed` whenever fewer than a window of them are
+/// queued. Operations still in the feed when the run stops count as unfinished. Without
+/// `keep_results`, [`Drained::results`] stays empty (a result per user would grow with the file).
+pub async fn drain_fed(
+    engine: &Engine,
+    queue: &DelayQueue,
+    settings: RunSettings,
+    progress: &Progress,
+    settled: u64,
+    feed: &mut impl Feed,
+    keep_results: bool,
+) -> Result<Drained, Stopped> {
     let interrupt = Interrupt::listen();
+    let window = (settings.batch * WINDOW_CYCLES).max(MIN_WINDOW);
     let mut drained = Drained::default();
     let mut status = Status {
         settled,
         ..Status::default()
     };
     while !interrupt.pressed() {
+        while queue.len() < window {
+            match feed.next_operation().await {
+                Some(operation) => queue.push(operation, Duration::ZERO),
+                None => break,
+            }
+        }
         let batch = tokio::select! {
             batch = queue.next_batch(settings.batch) => batch,
             _ = interrupt.notify.notified() => break,
@@ -143,7 +202,7 @@ pub async fn drain(
             Ok(cycle) => cycle,
             Err(error) => {
                 // The batch left the queue and was not sent: it is unfinished too.
-                drained.unfinished = (queue.len() + sent) as u64;
+                drained.unfinished = (queue.len() + sent) as u64 + feed.remaining();
                 return Err(Stopped {
                     error: error.into(),
                     drained: Box::new(drained),
@@ -158,9 +217,11 @@ pub async fn drain(
             .results
             .into_iter()
             .partition(|r| r.outcome.needs_requeue());
-        drained.results.extend(done);
+        if keep_results {
+            drained.results.extend(done);
+        }
         if all_unauthorized && succeeded(&drained.counts) == 0 {
-            drained.unfinished = queue.len() as u64;
+            drained.unfinished = queue.len() as u64 + feed.remaining();
             return Err(Stopped {
                 error: RunError::Unauthorized,
                 drained: Box::new(drained),
@@ -171,12 +232,12 @@ pub async fn drain(
             sent,
             requeued: again.len(),
             settled: status.settled + (sent - again.len()) as u64,
-            queued: queue.len(),
+            queued: queue.len() + feed.remaining() as usize,
             counts: drained.counts.clone(),
         };
         progress.cycle(&status);
     }
-    drained.unfinished = queue.len() as u64;
+    drained.unfinished = queue.len() as u64 + feed.remaining();
     Ok(drained)
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::format::{group, group_report, thousands, Reason};
-use super::input::{error_kind, Input};
+use super::input::{FileCounts, Input};
 use super::runner::Drained;
 use crate::mask::mask_emails_in;
 use crate::pipeline::Summary;
@@ -42,12 +42,15 @@ impl RunSummary {
     /// The summary of a run over `input`: the pipeline's counts plus the file's invalid and
     /// superseded rows.
     pub fn of(input: &Input, drained: &Drained, elapsed: Duration) -> Self {
+        Self::of_file(&FileCounts::of_input(input), drained, elapsed)
+    }
+
+    /// [`RunSummary::of`] a file known by its counts (streamed).
+    pub fn of_file(file: &FileCounts, drained: &Drained, elapsed: Duration) -> Self {
         let mut counts = drained.counts.clone();
-        counts.invalid += input.invalid.len() as u64;
-        counts.skipped += input.superseded.len() as u64;
-        let superseded = input
-            .superseded
-            .iter()
+        counts.invalid += file.invalid;
+        counts.skipped += file.superseded;
+        let superseded = (0..file.superseded)
             .map(|_| "superseded by a later row for the same userName".to_string());
         let skipped = drained
             .report
@@ -55,7 +58,7 @@ impl RunSummary {
             .filter(|l| l.status == "skipped")
             .map(|l| mask_emails_in(&l.reason));
         RunSummary {
-            rows: input.rows,
+            rows: file.rows,
             counts,
             cycles: drained.cycles,
             unfinished: drained.unfinished,
@@ -63,7 +66,7 @@ impl RunSummary {
             wall_time_seconds: 0.0,
             failures: group_report(&drained.report, "failed"),
             skips: group(skipped.chain(superseded)),
-            invalid_rows: group(input.invalid.iter().map(|r| error_kind(&r.error))),
+            invalid_rows: file.invalid_kinds.clone(),
         }
         .with_wall_time(elapsed)
     }

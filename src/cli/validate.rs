@@ -6,8 +6,10 @@ use std::process::ExitCode;
 use serde::Serialize;
 
 use super::format::{group, thousands, Reason};
-use super::input::{error_kind, Input};
-use super::{read_file, UsageError};
+use super::input::{error_kind, open_file};
+use super::UsageError;
+use crate::sources::check::{check_file, Parallel};
+use crate::sources::rows::superseded_reason;
 
 /// One header column and the field it maps to.
 #[derive(Debug, Serialize)]
@@ -36,15 +38,16 @@ struct Report<'a> {
     superseded: Vec<Finding>,
 }
 
-/// Runs `validate`: exit 0 if every row is valid, 1 if some are not.
+/// Runs `validate`: exit 0 if every row is valid, 1 if some are not. The file is checked in
+/// one streaming pass (on every core for a large file) and no row is kept.
 pub fn run(path: &Path, json: bool) -> Result<ExitCode, UsageError> {
-    let data = read_file(path)?;
-    let input = Input::read(&data, &path.display().to_string())
+    let file = open_file(path)?;
+    let check = check_file(file, Parallel::default())
         .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
     let report = Report {
-        file: input.source.clone(),
-        delimiter: delimiter_name(input.delimiter),
-        columns: input
+        file: path.display().to_string(),
+        delimiter: delimiter_name(check.delimiter),
+        columns: check
             .columns
             .iter()
             .map(|(header, field)| Column {
@@ -52,23 +55,23 @@ pub fn run(path: &Path, json: bool) -> Result<ExitCode, UsageError> {
                 field: field.map(|f| f.name()),
             })
             .collect(),
-        rows: input.rows,
-        valid: input.operations.len() + input.superseded.len(),
-        invalid: input
+        rows: check.rows,
+        valid: check.valid() as usize,
+        invalid: check
             .invalid
             .iter()
-            .map(|r| Finding {
-                line: r.line,
-                reason: r.error.to_string(),
+            .map(|(line, error)| Finding {
+                line: *line,
+                reason: error.to_string(),
             })
             .collect(),
-        invalid_by_kind: group(input.invalid.iter().map(|r| error_kind(&r.error))),
-        superseded: input
+        invalid_by_kind: group(check.invalid.iter().map(|(_, error)| error_kind(error))),
+        superseded: check
             .superseded
             .iter()
-            .map(|r| Finding {
-                line: r.line,
-                reason: crate::sources::rows::superseded_reason(r.by),
+            .map(|&(line, by)| Finding {
+                line,
+                reason: superseded_reason(by),
             })
             .collect(),
     };

@@ -14,7 +14,9 @@ use std::io::{self, Chain, Cursor, Read};
 
 use ::csv::{ByteRecord, ReaderBuilder};
 
-use super::fields::{canonical_field, excerpt, validate, Field, RowError, MAX_FIELD_BYTES};
+use super::fields::{
+    canonical_field, check, excerpt, validate, Checked, Field, RowError, MAX_FIELD_BYTES,
+};
 use crate::user::User;
 
 /// How much of the file start is examined to choose the delimiter.
@@ -247,6 +249,16 @@ pub struct CsvSource<R: Read> {
     /// Bytes removed before the parser saw them (a BOM, an Excel `sep=` line).
     byte_offset: u64,
     finished: bool,
+    /// Whether the last record read ran into the end of the input (no line break after it).
+    unterminated: bool,
+}
+
+/// What a file's header says, to read parts of the file's body on other threads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    headers: Vec<String>,
+    columns: Vec<Option<Field>>,
+    delimiter: u8,
 }
 
 impl<R: Read> CsvSource<R> {
@@ -269,20 +281,7 @@ impl<R: Read> CsvSource<R> {
             }
             None => (sniff_delimiter(&prefix), 0),
         };
-        let input = Normalize {
-            inner: Cursor::new(prefix).chain(reader),
-            after_cr: false,
-            eof: false,
-            produced: 0,
-            dropped: 0,
-            recent_drops: Vec::new(),
-        };
-        let mut reader = ReaderBuilder::new()
-            .buffer_capacity(64 * 1024)
-            .has_headers(false)
-            .flexible(true)
-            .delimiter(delimiter)
-            .from_reader(input);
+        let mut reader = parser(Cursor::new(prefix).chain(reader), delimiter);
         let mut record = ByteRecord::new();
         loop {
             match reader.read_byte_record(&mut record) {
@@ -311,7 +310,86 @@ impl<R: Read> CsvSource<R> {
             line_offset,
             byte_offset,
             finished: false,
+            unterminated: false,
         })
+    }
+
+    /// What the header says, for [`CsvSource::part`].
+    pub fn layout(&self) -> Layout {
+        Layout {
+            headers: self.headers.clone(),
+            columns: self.columns.clone(),
+            delimiter: self.delimiter,
+        }
+    }
+
+    /// A part of the body of a file with `layout`'s header: `reader` starts at a record, and
+    /// lines are counted from 1 at its start.
+    pub fn part(reader: R, layout: &Layout) -> Self {
+        let Layout {
+            headers,
+            columns,
+            delimiter,
+        } = layout.clone();
+        Self {
+            reader: parser(Cursor::new(Vec::new()).chain(reader), delimiter),
+            record: ByteRecord::new(),
+            headers,
+            columns,
+            unknown: Vec::new(),
+            delimiter,
+            line_offset: 0,
+            byte_offset: 0,
+            finished: false,
+            unterminated: false,
+        }
+    }
+
+    /// The next non-blank record, checked without owning its values: its line and what it
+    /// holds ([`Iterator::next`] gives the same with an owned [`User`]).
+    #[allow(clippy::type_complexity)] // a lending iterator's item
+    pub fn next_checked(
+        &mut self,
+    ) -> Option<Result<(u64, Result<Checked<'_>, RowError>), FileError>> {
+        Some(self.advance()?.map(|line| {
+            let checked = self
+                .values()
+                .and_then(|(values, mapped)| check(&values[..mapped]));
+            (line, checked)
+        }))
+    }
+
+    /// Whether the last record read ended with a line break. At the end of a part cut after a
+    /// line break, false means the cut was inside a quoted field: the part did not end at a
+    /// record boundary.
+    pub fn ended_at_break(&self) -> bool {
+        !self.unterminated
+    }
+
+    /// Line breaks read so far (at the end: all of the input's).
+    pub fn line_breaks(&self) -> u64 {
+        self.reader.position().line().saturating_sub(1)
+    }
+
+    /// Reads the next non-blank record into `self.record`: its line, an error that ends the
+    /// file, or None at the end.
+    fn advance(&mut self) -> Option<Result<u64, FileError>> {
+        while !self.finished {
+            match self.reader.read_byte_record(&mut self.record) {
+                Ok(true) if is_blank(&self.record) => continue,
+                Ok(true) => {
+                    self.unterminated = self.reader.get_ref().eof;
+                    return Some(Ok(self.record_line()));
+                }
+                Ok(false) => self.finished = true,
+                Err(e) => {
+                    self.finished = true;
+                    let line = self.reader.position().line() + self.line_offset;
+                    return Some(Err(read_error(Some(line), e)));
+                }
+            }
+        }
+        None
     }
 
     /// Where the record after the last one read (or after the header) starts in the file, to
@@ -361,6 +439,13 @@ impl<R: Read> CsvSource<R> {
 
     /// Checks and validates the record just read.
     fn parse_record(&self) -> Result<User, RowError> {
+        let (values, mapped) = self.values()?;
+        validate(&values[..mapped])
+    }
+
+    /// The record just read as (field, value) pairs: the first `.1` of `.0` are mapped.
+    #[allow(clippy::type_complexity)] // a fixed array on the stack and its length
+    fn values(&self) -> Result<([(Field, &str); Field::ALL.len()], usize), RowError> {
         let record = &self.record;
         let column_name = |i: usize| excerpt(self.headers.get(i).map_or("", String::as_str));
         // A record no longer than the limit cannot hold a field longer than it.
@@ -401,7 +486,7 @@ impl<R: Read> CsvSource<R> {
                 mapped += 1;
             }
         }
-        validate(&values[..mapped])
+        Ok((values, mapped))
     }
 }
 
@@ -409,24 +494,29 @@ impl<R: Read> Iterator for CsvSource<R> {
     type Item = Result<Row, FileError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        while !self.finished {
-            match self.reader.read_byte_record(&mut self.record) {
-                Ok(true) if is_blank(&self.record) => continue,
-                Ok(true) => {
-                    let line = self.record_line();
-                    let result = self.parse_record();
-                    return Some(Ok(Row { line, result }));
-                }
-                Ok(false) => self.finished = true,
-                Err(e) => {
-                    self.finished = true;
-                    let line = self.reader.position().line() + self.line_offset;
-                    return Some(Err(read_error(Some(line), e)));
-                }
-            }
-        }
-        None
+        Some(self.advance()?.map(|line| Row {
+            line,
+            result: self.parse_record(),
+        }))
     }
+}
+
+/// The CSV parser over `input`, its line breaks normalized.
+fn parser<R: Read>(input: R, delimiter: u8) -> ::csv::Reader<Normalize<R>> {
+    let input = Normalize {
+        inner: input,
+        after_cr: false,
+        eof: false,
+        produced: 0,
+        dropped: 0,
+        recent_drops: Vec::new(),
+    };
+    ReaderBuilder::new()
+        .buffer_capacity(64 * 1024)
+        .has_headers(false)
+        .flexible(true)
+        .delimiter(delimiter)
+        .from_reader(input)
 }
 
 /// Reads the start of the file, up to the end of its first non-blank line (or the sniff limit).

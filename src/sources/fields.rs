@@ -354,11 +354,53 @@ fn parse_status(value: &str) -> Result<bool, RowError> {
     })
 }
 
+/// A valid row's values, borrowed from the row: what [`validate`] checks without owning anything
+/// (checking a whole file needs no [`User`] per row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checked<'a> {
+    /// The userName (the email when the row has none), trimmed.
+    pub user_name: &'a str,
+    /// Whether the user is to be active.
+    pub active: bool,
+    /// Every value by field (trimmed; blank ones are None).
+    slots: [Option<&'a str>; Field::ALL.len()],
+}
+
+impl Checked<'_> {
+    /// A field's value, None when blank.
+    pub fn get(&self, field: Field) -> Option<&str> {
+        self.slots[field as usize]
+    }
+
+    /// The owned user.
+    pub fn to_user(&self) -> User {
+        let owned = |field: Field| self.get(field).map(str::to_owned);
+        User {
+            user_name: self.user_name.to_owned(),
+            email: self.get(Field::Email).unwrap_or_default().to_owned(),
+            first_name: self.get(Field::FirstName).unwrap_or_default().to_owned(),
+            last_name: self.get(Field::LastName).unwrap_or_default().to_owned(),
+            active: self.active,
+            display_name: owned(Field::DisplayName),
+            external_id: owned(Field::ExternalId),
+            title: owned(Field::Title),
+            department: owned(Field::Department),
+            employee_number: owned(Field::EmployeeNumber),
+            phone: owned(Field::Phone),
+        }
+    }
+}
+
 /// Validates one row's values (any order, each field at most once) into a [`User`].
 ///
 /// Values are trimmed; blank optional values become `None`; `user_name` defaults to the email;
 /// with neither `active` nor `status` the user is active.
 pub fn validate(values: &[(Field, &str)]) -> Result<User, RowError> {
+    check(values).map(|checked| checked.to_user())
+}
+
+/// [`validate`] without owning the values: the same checks, the same errors.
+pub fn check<'a>(values: &[(Field, &'a str)]) -> Result<Checked<'a>, RowError> {
     let mut slots: [Option<&str>; Field::ALL.len()] = [None; Field::ALL.len()];
     for &(field, value) in values {
         let slot = &mut slots[field as usize];
@@ -367,9 +409,11 @@ pub fn validate(values: &[(Field, &str)]) -> Result<User, RowError> {
         }
         *slot = Some(trim(value));
     }
-    let get = |field: Field| slots[field as usize].filter(|v| !v.is_empty());
+    for slot in &mut slots {
+        *slot = slot.filter(|v| !v.is_empty());
+    }
+    let get = |field: Field| slots[field as usize];
     let required = |field: Field| get(field).ok_or(RowError::Missing(field));
-    let owned = |field: Field| get(field).map(str::to_owned);
 
     let email = required(Field::Email)?;
     if let Some(problem) = email_problem(email) {
@@ -378,8 +422,8 @@ pub fn validate(values: &[(Field, &str)]) -> Result<User, RowError> {
             problem,
         });
     }
-    let first_name = required(Field::FirstName)?;
-    let last_name = required(Field::LastName)?;
+    required(Field::FirstName)?;
+    required(Field::LastName)?;
     let user_name = get(Field::UserName).unwrap_or(email);
     // Quotes, backslashes and non-ASCII are fine in a userName (the SCIM client escapes them in
     // filters); control characters would break filters and logs alike.
@@ -403,19 +447,10 @@ pub fn validate(values: &[(Field, &str)]) -> Result<User, RowError> {
         (None, Some(s)) => s,
         (None, None) => true,
     };
-
-    Ok(User {
-        user_name: user_name.to_owned(),
-        email: email.to_owned(),
-        first_name: first_name.to_owned(),
-        last_name: last_name.to_owned(),
+    Ok(Checked {
+        user_name,
         active,
-        display_name: owned(Field::DisplayName),
-        external_id: owned(Field::ExternalId),
-        title: owned(Field::Title),
-        department: owned(Field::Department),
-        employee_number: owned(Field::EmployeeNumber),
-        phone: owned(Field::Phone),
+        slots,
     })
 }
 

@@ -31,13 +31,58 @@ impl std::fmt::Debug for LastLines {
     }
 }
 
+/// A userName's fingerprint in one [`LastLines`] (its hash keys are its own).
+pub type Fingerprint = [u64; 2];
+
 impl LastLines {
-    fn fingerprint(&self, user: &User) -> [u64; 2] {
-        let key = user.key();
-        [
-            self.hashers[0].hash_one(&key),
-            self.hashers[1].hash_one(&key),
-        ]
+    fn fingerprint(&self, user: &User) -> Fingerprint {
+        self.fingerprint_of(&user.key())
+    }
+
+    /// The fingerprint of a folded userName ([`crate::user::user_name_key`]).
+    pub fn fingerprint_of(&self, key: &str) -> Fingerprint {
+        [self.hashers[0].hash_one(key), self.hashers[1].hash_one(key)]
+    }
+
+    /// The fingerprint of a userName, folded in `buffer` (reused from row to row, so that
+    /// checking a file allocates nothing per row).
+    pub fn fingerprint_of_name(&self, user_name: &str, buffer: &mut String) -> Fingerprint {
+        let name = user_name.trim();
+        buffer.clear();
+        if name.is_ascii() {
+            // What `to_lowercase` gives for ASCII, without a new string.
+            buffer.push_str(name);
+            buffer.make_ascii_lowercase();
+        } else {
+            buffer.push_str(&crate::user::user_name_key(name));
+        }
+        self.fingerprint_of(buffer)
+    }
+
+    /// This table (empty, its hash keys used for `entries`) filled with the (fingerprint, line)
+    /// of every valid row of a file, in any order; with the rows that a later one of the same
+    /// userName replaces, as (line, line of the last row), in line order.
+    pub fn with_entries(mut self, mut entries: Vec<(Fingerprint, u64)>) -> (Self, Vec<(u64, u64)>) {
+        entries.sort_unstable();
+        // The entries of one userName are now adjacent, its latest line last.
+        let mut superseded = Vec::new();
+        for group in entries.chunk_by(|a, b| a.0 == b.0) {
+            if let [earlier @ .., (_, by)] = group {
+                superseded.extend(earlier.iter().map(|&(_, line)| (line, *by)));
+            }
+        }
+        superseded.sort_unstable();
+        // One entry per userName, with its latest line.
+        entries.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                kept.1 = later.1;
+            }
+            same
+        });
+        entries.shrink_to_fit();
+        self.entries = entries;
+        (self, superseded)
     }
 
     /// The line of the last valid row for `user`'s userName, if any.
@@ -67,32 +112,34 @@ impl LastLines {
 
 /// First pass over a CSV file: the last line of every valid userName (invalid rows do not count).
 pub fn last_lines_by_user<R: Read>(reader: R) -> Result<LastLines, FileError> {
-    last_lines_of(CsvSource::new(reader)?)
+    let mut source = CsvSource::new(reader)?;
+    let last = LastLines::default();
+    let mut entries = Vec::new();
+    let mut buffer = String::new();
+    while let Some(record) = source.next_checked() {
+        if let (line, Ok(checked)) = record? {
+            entries.push((
+                last.fingerprint_of_name(checked.user_name, &mut buffer),
+                line,
+            ));
+        }
+    }
+    Ok(last.with_entries(entries).0)
 }
 
 /// [`last_lines_by_user`] over rows already being read (e.g. a part of a file).
 pub fn last_lines_of(
     rows: impl Iterator<Item = Result<Row, FileError>>,
 ) -> Result<LastLines, FileError> {
-    let mut last = LastLines::default();
+    let last = LastLines::default();
+    let mut entries = Vec::new();
     for row in rows {
         let row = row?;
         if let Ok(user) = &row.result {
-            let fingerprint = last.fingerprint(user);
-            last.entries.push((fingerprint, row.line));
+            entries.push((last.fingerprint(user), row.line));
         }
     }
-    last.entries.sort_unstable();
-    // The entries of one userName are now adjacent, its latest line last: keep one entry, with
-    // that line.
-    last.entries.dedup_by(|later, kept| {
-        let same = later.0 == kept.0;
-        if same {
-            kept.1 = later.1;
-        }
-        same
-    });
-    Ok(last)
+    Ok(last.with_entries(entries).0)
 }
 
 #[cfg(test)]

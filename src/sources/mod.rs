@@ -4,6 +4,7 @@
 //! File-level problems ([`FileError`], [`MessageError`]) stop a source; row-level ones
 //! ([`RowError`]) are reported for that row while the others go on.
 
+pub mod check;
 pub mod csv;
 pub mod fields;
 pub mod last_lines;

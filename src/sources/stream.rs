@@ -20,6 +20,19 @@ pub trait Positions {
     fn point(&self, point: ResumePoint) -> ResumePoint;
 }
 
+/// A whole file: the stream's lines and points are the file's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WholeFile;
+
+impl Positions for WholeFile {
+    fn line(&self, line: u64) -> u64 {
+        line
+    }
+    fn point(&self, point: ResumePoint) -> ResumePoint {
+        point
+    }
+}
+
 /// Where the report lines of invalid and superseded rows go, as they come.
 pub trait ReportSink {
     /// Adds a line.
@@ -158,18 +171,6 @@ mod tests {
     use super::*;
     use crate::sources::last_lines_by_user;
 
-    /// A whole file: positions are the stream's.
-    struct Whole;
-
-    impl Positions for Whole {
-        fn line(&self, line: u64) -> u64 {
-            line
-        }
-        fn point(&self, point: ResumePoint) -> ResumePoint {
-            point
-        }
-    }
-
     impl ReportSink for Vec<ReportLine> {
         async fn push(&mut self, line: &ReportLine) {
             Vec::push(self, line.clone());
@@ -182,7 +183,8 @@ mod tests {
                    \"c@x.org\",\"C\r\nD\",Three,3\r\na@x.org,A,Four,4\r\n";
         let last = last_lines_by_user(csv.as_bytes()).unwrap();
         let (tx, rx) = mpsc::channel(2);
-        let reading = std::thread::spawn(move || read_rows(csv.as_bytes(), &Whole, None, true, tx));
+        let reading =
+            std::thread::spawn(move || read_rows(csv.as_bytes(), &WholeFile, None, true, tx));
         let mut report = Vec::new();
         let mut rows = Rows {
             source: "f.csv".into(),
@@ -228,7 +230,7 @@ mod tests {
             offset: "email,first_name,last_name\na@x.org,A,One\n".len() as u64,
             line: 3,
         };
-        read_rows(csv.as_bytes(), &Whole, Some(end), false, tx);
+        read_rows(csv.as_bytes(), &WholeFile, Some(end), false, tx);
         let mut lines = Vec::new();
         while let Ok(item) = rx.try_recv() {
             match item {

@@ -60,6 +60,11 @@ impl Filter {
         Ok(Self { attribute, value })
     }
 
+    /// The userName a `userName eq` filter asks for (the store looks it up in its index).
+    pub(super) fn user_name(&self) -> Option<&str> {
+        (self.attribute == FilterAttribute::UserName).then_some(self.value.as_str())
+    }
+
     /// Whether a user matches; `case_exact` compares userNames as they are written.
     pub(super) fn matches(&self, id: &str, attrs: &Map<String, Value>, case_exact: bool) -> bool {
         let wanted = fold(&self.value);
