@@ -40,6 +40,13 @@ pub const NOISE_FADE: f64 = 0.001;
 /// A decrease is judged (undone if it did not pay) only while the pace is still at least this
 /// many times slower than before it.
 pub const JUDGED: f64 = 1.25;
+/// The most of the 429s taken for noise: above it they are judged again (an undo restores the
+/// earlier pace each time, so a noisier tenant makes the pace step, not collapse), and an
+/// estimate polluted by 429s of the rate cannot let the pace run far above a limit.
+pub const MAX_NOISE: f64 = 0.3;
+/// A level whose share accepted is below this fraction of the previous one's got worse, not
+/// the same: its 429s are not taken for noise.
+pub const WORSE: f64 = 0.7;
 /// Admissions remembered while unpaced, to estimate the rate at which 429s began.
 const RECENT: usize = 16;
 
@@ -215,9 +222,12 @@ impl RateLimiter {
                 // Judged on a full window only: until then, neither cut again nor undo.
                 return;
             }
-            if slower >= JUDGED && accepted < previous.accepted * slower.sqrt() {
+            // A share accepted that fell well below the previous one means the overload grew
+            // (a tenant's burst allowance ran out): not noise, the pace falls further.
+            let similar = accepted >= previous.accepted * WORSE;
+            if slower >= JUDGED && similar && accepted < previous.accepted * slower.sqrt() {
                 // The smaller of the two shares: what persisted at both paces.
-                state.noise = share.min(1.0 - previous.accepted).min(0.9);
+                state.noise = share.min(1.0 - previous.accepted).min(MAX_NOISE);
                 state.previous = None;
                 state.restore(previous.rate, now);
                 return;

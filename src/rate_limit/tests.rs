@@ -342,32 +342,50 @@ fn simulate(limit: Option<f64>, random: f64, seed: u64) -> Simulated {
     run
 }
 
+/// The median of some figures.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 #[test]
 fn adaptive_pacing_settles_near_an_unknown_limit_with_few_429s() {
-    for seed in 0..3 {
+    for seed in 0..5 {
         let run = simulate(Some(10.0), 0.0, seed);
         let share = f64::from(run.limited) / f64::from(run.requests);
-        assert!(run.sustained >= 8.0, "{run:?}: of 10/s");
+        assert!(run.sustained >= 9.0, "{run:?}: of 10/s");
         assert!(share <= 0.06, "{run:?}: {share} answered 429");
     }
 }
 
 #[test]
 fn random_429s_do_not_collapse_the_pace() {
-    // Unpaced, the two workers send 400 requests a second; 20% are answered 429 at random.
-    for seed in 0..3 {
-        let run = simulate(None, 0.2, seed);
-        assert!(run.sustained >= 0.6 * 400.0 * 0.8, "{run:?}");
+    // Unpaced, the two workers send 400 requests a second; 20% are answered 429 at random, so
+    // 320 a second can be had. At the limiter's floor it would be under one.
+    let runs: Vec<Simulated> = (0..20).map(|seed| simulate(None, 0.2, seed)).collect();
+    for run in &runs {
+        assert!(run.sustained >= 0.6 * 320.0, "{run:?}");
     }
+    let typical = median(runs.iter().map(|r| r.sustained).collect());
+    assert!(typical >= 0.75 * 320.0, "median {typical}");
 }
 
 #[test]
 fn a_limit_behind_random_429s_is_still_found() {
-    // 10/s behind 20% random 429s: at most 8 accepted a second can be had.
-    for seed in 0..3 {
-        let run = simulate(Some(10.0), 0.2, seed);
-        let share = f64::from(run.limited) / f64::from(run.requests);
-        assert!(run.sustained >= 6.5, "{run:?}: of 8/s");
-        assert!(share <= 0.15, "{run:?}: {share} answered 429 by the limit");
+    // 10/s behind 20% random 429s (which take no token): 10 accepted a second can be had.
+    let runs: Vec<Simulated> = (0..20)
+        .map(|seed| simulate(Some(10.0), 0.2, seed))
+        .collect();
+    let share = |r: &Simulated| f64::from(r.limited) / f64::from(r.requests);
+    for run in &runs {
+        assert!(run.sustained >= 5.5, "{run:?}: of 10/s");
+        assert!(share(run) <= 0.12, "{run:?}: answered 429 by the limit");
     }
+    let typical = median(runs.iter().map(|r| r.sustained).collect());
+    assert!(typical >= 8.5, "median {typical}");
+    let typical = median(runs.iter().map(share).collect());
+    assert!(
+        typical <= 0.06,
+        "median share of 429s of the limit {typical}"
+    );
 }
