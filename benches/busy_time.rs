@@ -1,129 +1,234 @@
-//! Busy (billed) time under faults: the engine against a naive client, fault-free and faulty.
+//! Busy (billed) time under sustained throttling and faults (issue 18's profile): the engine, as
+//! the function runs it, side by side with a plain client that sleeps nowhere but honours
+//! `Retry-After` (`busy_time/baseline.rs`).
 //!
-//! 10,000 new users are provisioned into the embedded tenant (no rate limit, maxOperations 50)
-//! twice per client: fault-free, and under a fault profile injected by the tenant (10% of
-//! requests answered 429, 5% answered 503, both with `Retry-After: 1`; 5% of the operations of
-//! each BulkRequest dropped: neither applied nor answered). Busy time is what Lambda would bill:
-//! - the engine: the summed wall time of its cycles (`pipeline::run_cycle`, 500 operations at
-//!   most each). Between cycles, retried operations wait in a delay queue that models SQS: an
-//!   operation becomes visible after its `DelaySeconds` (scaled by 0.01 to keep the run short:
-//!   the waiting is not billed, so the scale changes the wall time, not the busy time), and the
-//!   poller gathers a batch for up to a 2 s batching window (scaled alike), as the SQS event
-//!   source's `MaximumBatchingWindowInSeconds` does;
-//! - a naive client written for this benchmark: BulkRequests of 50 one after another; on 429
-//!   or 503 it sleeps (`Retry-After`, doubling on repeated failures of the same request) and
-//!   resends; operations missing from a BulkResponse go to the end of its list. Its busy time
-//!   is its wall time, sleeps included (real seconds).
+//! The tenant is the embedded one with a rate limit of 10 requests/s (429 + `Retry-After`),
+//! behind the tests' fault proxy (`tests/support/faults.rs`, random mode) adding 20% random 429s
+//! (`Retry-After: 1`), 10% 503s, 3% connection resets, 3% answers lost after the request was
+//! applied (502), 1% answers stalled 35 s, inside BulkResponses 5% each of operations refused
+//! (503), missing and applied-but-500, and OAuth tokens that expire every 20 s. 1,000 users, 20
+//! of them already in the tenant with mixed-case userNames (10 to update, 6 leavers to
+//! deactivate, 4 already right); `MAX_ATTEMPTS` 12, backoff 1–8 s.
 //!
-//! The engine runs twice: with the default (no rate configured, `adaptive_pacing` off: unpaced)
-//! and with `SCIM_ADAPTIVE_PACING=true`, since random 429s make adaptive pacing slow down, and
-//! that pacing waits inside the function.
+//! Both clients take batches of at most 500 from a delay queue modelling SQS (a message is
+//! visible after its delay; a 2 s batching window after the first), so both re-enqueue rather
+//! than sleep, and the time in the queue is not billed. Busy time is the summed wall time of
+//! the batches (cycles). Requests are counted by the proxy (every SCIM request, whatever became
+//! of it; token requests apart), 429s of the rate limit by the tenant.
 //!
 //! Modes:
-//! - no `--bench` (as `cargo test --all-targets` runs it): a smoke check of a few seconds on
-//!   counts (1,000 users; every user created once, faults met; the naive client's sleeps scaled
-//!   down);
-//! - `cargo bench --bench busy_time [-- --runs 3] [--users 10000]`: the table.
+//! - no `--bench` (as `cargo test --all-targets` runs it): a smoke check on counts only (100
+//!   users, time scaled down: 2.5 s stalls, 2 s tokens, queue delays at 5%): every user right
+//!   or reported failed, nobody created twice, the faults met;
+//! - `cargo bench --bench busy_time [-- --runs 1] [--users 1000] [--baseline-timeout 30]`.
 
+#[path = "busy_time/baseline.rs"]
+mod baseline;
 mod common;
 
-use std::collections::{HashMap, VecDeque};
+#[path = "../tests/support"]
+#[allow(dead_code, unused_imports)]
+mod support {
+    /// The tests' scim2-server handle, which `faults` names; unused here.
+    pub struct ScimServer {
+        pub base_url: String,
+        pub token: String,
+    }
+    pub mod faults;
+}
+
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{arg_value, engine_for, median, runtime, user, TOKEN};
+use common::{arg_value, median, runtime};
 use scim_bulk_provisioner::engine::{Engine, EngineConfig};
 use scim_bulk_provisioner::operation::Operation;
 use scim_bulk_provisioner::pipeline::{self, Summary};
 use scim_bulk_provisioner::queue::memory::DelayQueue;
-use scim_bulk_provisioner::tenant::{FaultProfile, Tenant, TenantConfig, TenantStats};
+use scim_bulk_provisioner::retry::RetryPolicy;
+use scim_bulk_provisioner::scim::credentials::{Credentials, StaticCredentials};
+use scim_bulk_provisioner::tenant::{Tenant, TenantConfig};
+use scim_bulk_provisioner::user::User;
+use serde_json::{json, Value};
+use support::faults::{FaultProxy, RandomCounts, RandomFaults, TokenConfig};
 
-const MAX_OPERATIONS: usize = 50;
-/// Operations per cycle at most, and each cycle's deadline.
+/// Operations per cycle (batch) at most, and each cycle's deadline.
 const BATCH: usize = 500;
-const CYCLE: Duration = Duration::from_secs(60);
-/// SQS delays and the batching window, scaled down (waiting in the queue is not billed).
-const TIME_SCALE: f64 = 0.01;
+const CYCLE: Duration = Duration::from_secs(120);
 const BATCHING_WINDOW: Duration = Duration::from_secs(2);
-const FAULTS: FaultProfile = FaultProfile {
-    throttled: 0.10,
-    unavailable: 0.05,
-    dropped: 0.05,
-};
+const TOKEN: &str = "bench-token";
+const RATE_LIMIT: f64 = 10.0;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Client {
-    Engine,
-    EngineAdaptive,
-    Naive,
+/// The sizes and times of one run.
+#[derive(Debug, Clone, Copy)]
+struct Scale {
+    users: usize,
+    /// Users in the tenant beforehand: to update, leavers, already right.
+    stale: usize,
+    leavers: usize,
+    same: usize,
+    stall: Duration,
+    token_life: Duration,
+    /// Queue delays and the batching window are multiplied by this.
+    queue: f64,
+    /// The baseline's fixed request timeout.
+    baseline_timeout: Duration,
 }
 
-impl Client {
-    const ALL: [Client; 3] = [Client::Engine, Client::EngineAdaptive, Client::Naive];
+const FULL: Scale = Scale {
+    users: 1_000,
+    stale: 10,
+    leavers: 6,
+    same: 4,
+    stall: Duration::from_secs(35),
+    token_life: Duration::from_secs(20),
+    queue: 1.0,
+    baseline_timeout: Duration::from_secs(30),
+};
 
-    fn name(self) -> &'static str {
-        match self {
-            Client::Engine => "engine, unpaced (the default)",
-            Client::EngineAdaptive => "engine, adaptive pacing (SCIM_ADAPTIVE_PACING=true)",
-            Client::Naive => "naive client, sleeps to back off",
-        }
+const SMOKE: Scale = Scale {
+    users: 100,
+    stale: 4,
+    leavers: 3,
+    same: 2,
+    // Longer than the shortest adaptive timeout (2 s), so that a stall is cut.
+    stall: Duration::from_millis(2500),
+    token_life: Duration::from_secs(2),
+    queue: 0.05,
+    baseline_timeout: Duration::from_millis(1500),
+};
+
+fn faults(scale: &Scale, seed: u64) -> RandomFaults {
+    RandomFaults {
+        throttled: 0.20,
+        unavailable: 0.10,
+        reset: 0.03,
+        lost: 0.03,
+        stalled: 0.01,
+        stall: scale.stall,
+        op_unavailable: 0.05,
+        op_missing: 0.05,
+        op_failed: 0.05,
+        token_lifetime: Some(scale.token_life),
+        ..RandomFaults::seeded(seed)
     }
 }
 
-/// What one provisioning run measured.
+/// User `i` of the file: a leaver for the first `leavers` of the pre-existing ones.
+fn file_user(scale: &Scale, i: usize) -> User {
+    let mut user = common::user("busy", i);
+    if (scale.stale..scale.stale + scale.leavers).contains(&i) {
+        user.active = false;
+    }
+    user
+}
+
+/// The tenant, the proxy in front of it, and the users already there.
+struct World {
+    tenant: Tenant,
+    proxy: FaultProxy,
+}
+
+async fn world(scale: &Scale, seed: u64) -> World {
+    let tenant = Tenant::start(TenantConfig {
+        bearer_token: TOKEN.into(),
+        requests_per_second: Some(RATE_LIMIT),
+        seed,
+        ..TenantConfig::default()
+    })
+    .await
+    .expect("tenant");
+    for i in 0..scale.stale + scale.leavers + scale.same {
+        let mut doc = common::user("busy", i).to_scim();
+        // Mixed case: the tenant matches userNames case-insensitively, as RFC 7643 says.
+        let name = doc["userName"].as_str().unwrap_or_default().to_string();
+        doc["userName"] = json!(format!("{}{}", name[..1].to_uppercase(), &name[1..]));
+        if i < scale.stale {
+            doc["title"] = json!("Stale Title");
+        }
+        tenant.insert_user(doc).expect("pre-existing user");
+    }
+    let proxy = FaultProxy::start(&tenant.base_url(), TOKEN);
+    proxy.set_token_config(TokenConfig {
+        expires_in: scale.token_life.as_secs().max(1),
+        ..TokenConfig::default()
+    });
+    proxy.set_random(faults(scale, seed));
+    World { tenant, proxy }
+}
+
+/// What one run of one client measured.
 #[derive(Debug, Clone, Default)]
 struct Run {
-    /// Billed time: summed cycle time (engine) or wall time (naive).
     busy: Duration,
-    /// Wall time, queue waiting included.
     wall: Duration,
-    /// Cycles (engine) or 0.
-    cycles: u64,
-    /// Of the busy time, spent sleeping to back off (naive) .
-    slept: Duration,
-    /// Tenant counters.
-    stats: TenantStats,
-    /// Engine counters (engine only).
+    batches: u64,
+    /// SCIM requests the proxy saw (token requests apart), and token requests.
+    requests: u64,
+    token_requests: u64,
+    /// 429s of the tenant's rate limit; the random faults met.
+    limit_429: u64,
+    random: RandomCounts,
+    failed: u64,
+    /// Users not as the file says after the run (missing, wrong attributes or state).
+    wrong: usize,
+    /// Users in the tenant beyond the file's (someone created twice).
+    extra: usize,
+    timeouts: u64,
     summary: Summary,
 }
 
-async fn tenant(faults: Option<FaultProfile>, seed: u64) -> Tenant {
-    let config = TenantConfig {
-        bearer_token: TOKEN.into(),
-        max_operations: MAX_OPERATIONS,
-        seed,
-        faults: faults.unwrap_or_default(),
-        ..TenantConfig::default()
-    };
-    Tenant::start(config).await.expect("tenant")
+/// Checks the tenant against the file: users wrong, and users beyond the file's.
+fn check(tenant: &Tenant, scale: &Scale) -> (usize, usize) {
+    let users: Vec<Value> = tenant.users();
+    let by_name: HashMap<String, &Value> = users
+        .iter()
+        .filter_map(|u| Some((u["userName"].as_str()?.to_lowercase(), u)))
+        .collect();
+    let mut wrong = 0;
+    for i in 0..scale.users {
+        let user = file_user(scale, i);
+        let ok = by_name.get(&user.user_name).is_some_and(|u| {
+            u["active"] == json!(user.active) && (!user.active || u["title"] == json!("Agent"))
+        });
+        wrong += usize::from(!ok);
+    }
+    (wrong, users.len().saturating_sub(scale.users))
 }
 
-fn engine(tenant: &Tenant, adaptive: bool) -> Engine {
+fn finish(world: &World, scale: &Scale, mut run: Run) -> Run {
+    let seen = world.proxy.requests();
+    run.token_requests = seen.iter().filter(|r| r.path.ends_with("/token")).count() as u64;
+    run.requests = seen.len() as u64 - run.token_requests;
+    run.limit_429 = world.tenant.stats().throttled;
+    run.random = world.proxy.random_counts();
+    (run.wrong, run.extra) = check(&world.tenant, scale);
+    run
+}
+
+async fn run_engine(scale: &Scale, seed: u64) -> Run {
+    let world = world(scale, seed).await;
+    let token = TokenConfig::default();
+    let credentials = json!({
+        "base_url": world.proxy.url, "auth_type": "oauth_client_credentials",
+        "token_url": world.proxy.oauth_token_url(),
+        "client_id": token.client_id, "client_secret": token.client_secret,
+    });
+    let credentials = Credentials::from_json(&credentials.to_string()).expect("credentials");
     let config = EngineConfig {
-        adaptive_pacing: adaptive,
+        retry: RetryPolicy {
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(8),
+            max_attempts: baseline::MAX_ATTEMPTS,
+        },
         ..EngineConfig::default()
     };
-    engine_for(tenant, config)
-}
-
-/// The next batch, as the SQS poller hands it over: waits (unbilled) for the first visible
-/// operation, then up to the batching window for more, unless the batch is already full.
-async fn receive(queue: &DelayQueue, window: Duration) -> Vec<Operation> {
-    let mut batch = queue.next_batch(BATCH).await;
-    if batch.is_empty() || batch.len() >= BATCH {
-        return batch;
-    }
-    tokio::time::sleep(window).await;
-    batch.extend(queue.pop_ready(BATCH - batch.len(), Instant::now()));
-    batch
-}
-
-async fn run_engine(users: usize, faults: Option<FaultProfile>, seed: u64, adaptive: bool) -> Run {
-    let tenant = tenant(faults, seed).await;
-    let engine = engine(&tenant, adaptive);
-    let queue = DelayQueue::new(TIME_SCALE);
-    for i in 0..users {
+    let engine = Engine::new(config, Arc::new(StaticCredentials(credentials))).expect("engine");
+    let queue = DelayQueue::new(scale.queue);
+    for i in 0..scale.users {
         queue.push(
-            Operation::new(user("busy", i), "bench", None),
+            Operation::new(file_user(scale, i), "bench", None),
             Duration::ZERO,
         );
     }
@@ -131,153 +236,106 @@ async fn run_engine(users: usize, faults: Option<FaultProfile>, seed: u64, adapt
     let started = Instant::now();
     let mut run = Run::default();
     loop {
-        let batch = receive(&queue, window).await;
+        let mut batch = queue.next_batch(BATCH).await;
         if batch.is_empty() {
             break;
+        }
+        if batch.len() < BATCH {
+            tokio::time::sleep(window).await;
+            batch.extend(queue.pop_ready(BATCH - batch.len(), Instant::now()));
         }
         let cycle_started = Instant::now();
         let settled = pipeline::run_cycle(&engine, batch, cycle_started + CYCLE, &queue)
             .await
             .expect("cycle");
         run.busy += cycle_started.elapsed();
-        run.cycles += 1;
+        run.batches += 1;
         run.summary.add(&settled.summary);
     }
     run.wall = started.elapsed();
-    run.stats = tenant.stats();
-    tenant.shutdown().await;
-    run
+    run.failed = run.summary.failed;
+    finish(&world, scale, run)
 }
 
-/// The naive client's BulkRequest of POSTs for `batch` (indices into the users).
-fn naive_body(batch: &[usize]) -> String {
-    let ops: Vec<serde_json::Value> = batch
-        .iter()
-        .map(|&i| {
-            serde_json::json!({
-                "method": "POST",
-                "bulkId": format!("u{i}"),
-                "path": "/Users",
-                "data": user("busy", i).to_scim(),
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
-        "Operations": ops,
-    })
-    .to_string()
-}
-
-async fn run_naive(users: usize, faults: Option<FaultProfile>, seed: u64, sleep_scale: f64) -> Run {
-    let tenant = tenant(faults, seed).await;
-    let client = reqwest::Client::new();
-    let url = format!("{}/Bulk", tenant.base_url());
-    let mut pending: VecDeque<usize> = (0..users).collect();
+async fn run_baseline(scale: &Scale, seed: u64) -> Run {
+    let world = world(scale, seed).await;
+    let token = TokenConfig::default();
+    let plain = baseline::Plain::new(
+        world.proxy.url.clone(),
+        world.proxy.oauth_token_url(),
+        (token.client_id, token.client_secret),
+        scale.baseline_timeout,
+    );
+    let users = (0..scale.users).map(|i| file_user(scale, i)).collect();
     let started = Instant::now();
-    let mut slept = Duration::ZERO;
-    while !pending.is_empty() {
-        let take = pending.len().min(MAX_OPERATIONS);
-        let batch: Vec<usize> = pending.drain(..take).collect();
-        let body = naive_body(&batch);
-        let mut failures = 0u32;
-        loop {
-            let response = client
-                .post(&url)
-                .bearer_auth(TOKEN)
-                .header("content-type", "application/scim+json")
-                .body(body.clone())
-                .send()
-                .await
-                .expect("the tenant answers");
-            let status = response.status().as_u16();
-            if status == 429 || status >= 500 {
-                failures += 1;
-                let retry_after = response
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .map_or(Duration::from_secs(1), Duration::from_secs);
-                let backoff = Duration::from_secs(1) * 2u32.pow(failures.min(5) - 1);
-                let pause = retry_after.max(backoff).mul_f64(sleep_scale);
-                tokio::time::sleep(pause).await;
-                slept += pause;
-                continue;
-            }
-            assert_eq!(status, 200, "the naive client expects 200 to a BulkRequest");
-            let bytes = response.bytes().await.expect("a BulkResponse");
-            let doc: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
-            let answered: HashMap<String, String> = doc["Operations"]
-                .as_array()
-                .map_or(&[][..], Vec::as_slice)
-                .iter()
-                .filter_map(|o| {
-                    Some((
-                        o["bulkId"].as_str()?.to_string(),
-                        o["status"].as_str()?.to_string(),
-                    ))
-                })
-                .collect();
-            for i in batch {
-                match answered.get(&format!("u{i}")).map(String::as_str) {
-                    Some("201" | "409") => {}
-                    Some(other) => panic!("user {i}: unexpected status {other}"),
-                    None => pending.push_back(i),
-                }
-            }
-            break;
-        }
-    }
-    let wall = started.elapsed();
+    let outcome = plain.run(users, BATCH, scale.queue, BATCHING_WINDOW).await;
     let run = Run {
-        busy: wall,
-        wall,
-        slept,
-        stats: tenant.stats(),
+        busy: outcome.busy,
+        wall: started.elapsed(),
+        batches: outcome.batches,
+        failed: outcome.failed,
+        timeouts: outcome.timeouts,
         ..Run::default()
     };
-    tenant.shutdown().await;
-    run
+    finish(&world, scale, run)
 }
 
-async fn run(
-    client: Client,
-    users: usize,
-    faults: Option<FaultProfile>,
-    seed: u64,
-    sleep_scale: f64,
-) -> Run {
-    match client {
-        Client::Engine => run_engine(users, faults, seed, false).await,
-        Client::EngineAdaptive => run_engine(users, faults, seed, true).await,
-        Client::Naive => run_naive(users, faults, seed, sleep_scale).await,
-    }
+fn line(name: &str, users: usize, r: &Run) -> String {
+    let f = &r.random;
+    format!(
+        "{name:<9} busy {:>7.1} s, wall {:>6.1} s, {:>3} batches, {:>5} requests ({:.2}/user), {:>3} token requests, {:>3} 429s of the limit, random: {} 429 {} 503 {} reset {} lost {} stalled, ops {} refused {} missing {} failed-applied, {} expired tokens; failed {}, wrong {}, extra {}, timeouts {}",
+        r.busy.as_secs_f64(),
+        r.wall.as_secs_f64(),
+        r.batches,
+        r.requests,
+        r.requests as f64 / users as f64,
+        r.token_requests,
+        r.limit_429,
+        f.throttled,
+        f.unavailable,
+        f.reset,
+        f.lost,
+        f.stalled,
+        f.op_unavailable,
+        f.op_missing,
+        f.op_failed,
+        f.expired,
+        r.failed,
+        r.wrong,
+        r.extra,
+        r.timeouts,
+    )
 }
 
-/// Counts only: every user created exactly once by every client, faults met.
+/// Counts only: every user right or reported failed, nobody twice, every fault met.
 fn smoke() {
     let started = Instant::now();
     let rt = runtime();
     rt.block_on(async {
-        let users = 1_000;
-        let free = run(Client::Engine, users, None, 1, 0.01).await;
-        assert_eq!(free.stats.created, users as u64, "{free:?}");
-        assert_eq!(free.cycles, 2, "{free:?}");
-        assert_eq!(free.stats.bulk_requests, 20, "{free:?}");
-        for client in Client::ALL {
-            let faulty = run(client, users, Some(FAULTS), 7, 0.01).await;
-            let stats = &faulty.stats;
-            assert_eq!(stats.created, users as u64, "{client:?}: {faulty:?}");
-            assert_eq!(stats.conflicts, 0, "{client:?}: nobody created twice");
+        let scale = SMOKE;
+        for (name, run) in [
+            ("engine", run_engine(&scale, 3).await),
+            ("baseline", run_baseline(&scale, 3).await),
+        ] {
+            println!("{}", line(name, scale.users, &run));
+            assert_eq!(run.extra, 0, "{name}: nobody created twice");
             assert!(
-                stats.throttled > 0 && stats.server_errors > 0 && stats.dropped_operations > 0,
-                "{client:?}: faults met: {stats:?}"
+                run.wrong as u64 <= run.failed,
+                "{name}: every user right or reported failed: {run:?}"
             );
-            if client != Client::Naive {
-                assert_eq!(faulty.summary.created, users as u64, "{client:?}");
-                assert_eq!(faulty.summary.failed, 0, "{client:?}");
-                assert!(faulty.cycles > 2, "{client:?}: retries need more cycles");
+            let f = run.random;
+            assert!(
+                f.throttled > 0 && f.unavailable > 0,
+                "{name}: faults met: {run:?}"
+            );
+            if name == "baseline" {
+                // One request per user, unpaced: it meets the rate limit.
+                assert!(run.limit_429 > 0, "{name}: {run:?}");
+            } else {
+                assert!(
+                    f.op_unavailable + f.op_missing + f.op_failed > 0,
+                    "{name}: per-operation faults met: {f:?}"
+                );
             }
         }
     });
@@ -287,75 +345,55 @@ fn smoke() {
     );
 }
 
-fn line(client: Client, faulty: bool, r: &Run) -> String {
-    format!(
-        "{:<46} {:<10} busy {:>8.3} s (slept {:>6.1} s), wall {:>7.2} s, {:>4} cycles, {:>5} requests, {:>3} 429, {:>3} 503, {:>4} ops dropped, created {}",
-        client.name(),
-        if faulty { "faults" } else { "no faults" },
-        r.busy.as_secs_f64(),
-        r.slept.as_secs_f64(),
-        r.wall.as_secs_f64(),
-        r.cycles,
-        r.stats.requests,
-        r.stats.throttled,
-        r.stats.server_errors,
-        r.stats.dropped_operations,
-        r.stats.created,
-    )
-}
-
 fn bench(args: &[String]) {
-    let runs = arg_value(args, "--runs", 3) as usize;
-    let users = arg_value(args, "--users", 10_000) as usize;
+    let runs = arg_value(args, "--runs", 1) as usize;
+    let scale = Scale {
+        users: arg_value(args, "--users", FULL.users as u64) as usize,
+        baseline_timeout: Duration::from_secs(arg_value(args, "--baseline-timeout", 30)),
+        ..FULL
+    };
     let rt = runtime();
     println!(
-        "{users} users, {runs} runs; faults: 10% 429, 5% 503 (Retry-After 1), 5% of bulk operations dropped"
+        "{} users ({} pre-existing), {runs} run(s); rate limit {RATE_LIMIT}/s; baseline timeout {:?}",
+        scale.users,
+        scale.stale + scale.leavers + scale.same,
+        scale.baseline_timeout
     );
-    // results[client] = per-run (fault-free, faulty)
-    let mut results: Vec<(Client, Vec<(Run, Run)>)> =
-        Client::ALL.iter().map(|c| (*c, Vec::new())).collect();
+    let mut engine = Vec::new();
+    let mut plain = Vec::new();
     for i in 0..runs {
         let seed = 100 + i as u64;
-        for (client, runs) in results.iter_mut() {
-            let free = rt.block_on(run(*client, users, None, seed, 1.0));
-            println!("  run {}: {}", i + 1, line(*client, false, &free));
-            let faulty = rt.block_on(run(*client, users, Some(FAULTS), seed, 1.0));
-            println!("  run {}: {}", i + 1, line(*client, true, &faulty));
-            runs.push((free, faulty));
-        }
+        let e = rt.block_on(run_engine(&scale, seed));
+        println!("  run {}: {}", i + 1, line("engine", scale.users, &e));
+        let p = rt.block_on(run_baseline(&scale, seed));
+        println!("  run {}: {}", i + 1, line("baseline", scale.users, &p));
+        engine.push(e);
+        plain.push(p);
     }
-    let engine_free = {
-        let v: Vec<f64> = results[0]
-            .1
-            .iter()
-            .map(|(f, _)| f.busy.as_secs_f64())
-            .collect();
-        median(&v)
-    };
+    let m = |runs: &[Run], f: fn(&Run) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
     println!();
-    println!("| client | busy, no faults | busy, faults | faults / no faults | faults / engine without faults | cycles (faults) | requests (faults) |");
+    println!("| client | busy (billed) s | 429s of the rate limit | requests per user | failed | users wrong | wall s |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    for (client, runs) in &results {
-        let free: Vec<f64> = runs.iter().map(|(f, _)| f.busy.as_secs_f64()).collect();
-        let faulty: Vec<f64> = runs.iter().map(|(_, f)| f.busy.as_secs_f64()).collect();
-        let ratio: Vec<f64> = runs
-            .iter()
-            .map(|(f, x)| x.busy.as_secs_f64() / f.busy.as_secs_f64())
-            .collect();
-        let cycles: Vec<f64> = runs.iter().map(|(_, x)| x.cycles as f64).collect();
-        let requests: Vec<f64> = runs.iter().map(|(_, x)| x.stats.requests as f64).collect();
-        let faulty_median = median(&faulty);
+    for (name, runs) in [("engine (defaults)", &engine), ("plain client", &plain)] {
         println!(
-            "| {} | {:.3} s | {:.3} s | {:.2}x | {:.1}x | {:.0} | {:.0} |",
-            client.name(),
-            median(&free),
-            faulty_median,
-            median(&ratio),
-            faulty_median / engine_free,
-            median(&cycles),
-            median(&requests),
+            "| {name} | {:.1} | {:.0} | {:.2} | {:.0} | {:.0} | {:.0} |",
+            m(runs, |r| r.busy.as_secs_f64()),
+            m(runs, |r| r.limit_429 as f64),
+            m(runs, |r| r.requests as f64) / scale.users as f64,
+            m(runs, |r| r.failed as f64),
+            m(runs, |r| r.wrong as f64),
+            m(runs, |r| r.wall.as_secs_f64()),
         );
     }
+    let ratio: Vec<f64> = engine
+        .iter()
+        .zip(&plain)
+        .map(|(e, p)| e.busy.as_secs_f64() / p.busy.as_secs_f64())
+        .collect();
+    println!(
+        "\nengine busy / plain busy: {ratio:.2?} (median {:.2})",
+        median(&ratio)
+    );
 }
 
 fn main() {

@@ -28,11 +28,16 @@ pub struct EngineConfig {
     pub concurrency: usize,
     /// Requests per minute to the service (None: unlimited, or adaptive with `adaptive_pacing`).
     pub requests_per_minute: Option<u32>,
-    /// Without a fixed rate: pace adaptively (unpaced until the first 429, then back off on
-    /// 429 and probe upwards on success) instead of sending unpaced.
+    /// Without a fixed rate: pace adaptively (unpaced until the first 429 that carries
+    /// `Retry-After`, then back off on 429s the pace causes and probe upwards on success;
+    /// 429s that slowing down does not reduce are noise, see `rate_limit`) instead of sending
+    /// unpaced.
     pub adaptive_pacing: bool,
-    /// HTTP timeouts.
+    /// HTTP timeouts (`timeouts.request` is the most a request is given).
     pub timeouts: Timeouts,
+    /// A request timeout that follows the tenant's latency (`scim::http::latency`: four times
+    /// the recent p99, between 2 s and `timeouts.request`) instead of `timeouts.request` always.
+    pub adaptive_timeout: bool,
 }
 
 impl Default for EngineConfig {
@@ -44,8 +49,9 @@ impl Default for EngineConfig {
             retry: RetryPolicy::default(),
             concurrency: 2,
             requests_per_minute: None,
-            adaptive_pacing: false,
+            adaptive_pacing: true,
             timeouts: Timeouts::default(),
+            adaptive_timeout: true,
         }
     }
 }

@@ -50,7 +50,11 @@ impl Cycle<'_> {
     }
 
     /// Counts an answer to a request sent at `sent`, and tells the rate limiter how it went.
-    pub(super) fn count(&self, sent: Instant, status: u16) {
+    /// Only a 429 with a rate signature (`Retry-After`, or a rate-limit reset header, which
+    /// `scim::http` reads as one) slows the pace: a bare 429 is a refusal of the moment that
+    /// the queue's delay answers.
+    pub(super) fn count(&self, sent: Instant, reply: &Reply) {
+        let status = reply.status;
         self.engine
             .latency
             .record(Instant::now().saturating_duration_since(sent));
@@ -61,7 +65,10 @@ impl Cycle<'_> {
         }
         let limiter = &self.engine.limiter;
         match rate_signal(status) {
-            RateSignal::Throttled => limiter.throttled(sent, Instant::now()),
+            RateSignal::Throttled if reply.retry_after.is_some() => {
+                limiter.throttled(sent, Instant::now())
+            }
+            RateSignal::Throttled => {}
             RateSignal::Accepted => limiter.accepted(sent),
             RateSignal::Neutral => {}
         }
@@ -129,7 +136,7 @@ impl Cycle<'_> {
             Ok(reply) => reply,
             Err(e) => return BulkOutcome::Done(all(&chunk, transient_from(e))),
         };
-        self.count(sent, reply.status);
+        self.count(sent, &reply);
         let whole = |result: SubResult| BulkOutcome::Done(all(&chunk, result));
         match reply.status {
             200..=299 => match bulk::parse_response(&reply.body, &refs, reply.retry_after) {
@@ -182,7 +189,7 @@ impl Cycle<'_> {
             .await
         {
             Ok(reply) => {
-                self.count(sent, reply.status);
+                self.count(sent, &reply);
                 reply_result(&reply)
             }
             Err(e) => transient_from(e),

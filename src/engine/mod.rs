@@ -74,8 +74,9 @@ impl Engine {
         config: EngineConfig,
         credentials: Arc<dyn CredentialSource>,
     ) -> Result<Self, EngineError> {
-        let http = ScimHttp::new(credentials, config.timeouts)
-            .map_err(|e| EngineError::Client(e.without_url().to_string()))?;
+        let http =
+            ScimHttp::with_timeout_mode(credentials, config.timeouts, config.adaptive_timeout)
+                .map_err(|e| EngineError::Client(e.without_url().to_string()))?;
         Ok(Self {
             limiter: RateLimiter::configured(config.requests_per_minute, config.adaptive_pacing),
             config,

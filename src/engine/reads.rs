@@ -111,7 +111,7 @@ impl Cycle<'_> {
             .send(Method::GET, path, query, None, Some(self.deadline))
             .await
             .map_err(transient_from)?;
-        self.count(sent_at, reply.status);
+        self.count(sent_at, &reply);
         if reply.status == 200 {
             Ok(reply)
         } else {

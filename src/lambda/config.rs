@@ -47,8 +47,8 @@ pub struct FunctionConfig {
     pub max_operations: usize,
     /// `SCIM_REQUESTS_PER_MINUTE`: unset or 0 is no fixed rate (adaptive, or unlimited).
     pub requests_per_minute: Option<u32>,
-    /// `SCIM_ADAPTIVE_PACING`: without a fixed rate, slow down on 429 and probe back up;
-    /// false (the default) sends unpaced and leaves 429s to the queue's delays.
+    /// `SCIM_ADAPTIVE_PACING`: without a fixed rate, slow down on 429s the pace causes and
+    /// probe back up (the default); false sends unpaced and leaves 429s to the queue's delays.
     pub adaptive_pacing: bool,
     /// `SCIM_CONCURRENCY`: requests in flight at once.
     pub concurrency: usize,
@@ -62,8 +62,11 @@ pub struct FunctionConfig {
     pub deadline_margin: Duration,
     /// `S3_CYCLE_MAX_OPERATIONS`: rows of a file provisioned in the S3 invocation itself.
     pub s3_cycle_max_operations: usize,
-    /// `SCIM_TIMEOUT_SECONDS`, `SCIM_CONNECT_TIMEOUT_SECONDS`.
+    /// `SCIM_TIMEOUT_SECONDS` (the most a request is given), `SCIM_CONNECT_TIMEOUT_SECONDS`.
     pub timeouts: Timeouts,
+    /// `SCIM_ADAPTIVE_TIMEOUT`: the request timeout follows the tenant's latency (the default);
+    /// false gives every request `SCIM_TIMEOUT_SECONDS`.
+    pub adaptive_timeout: bool,
     /// `S3_FORCE_PATH_STYLE=true`: path-style S3 addressing (moto, other local endpoints).
     pub s3_force_path_style: bool,
     /// `METRICS_NAMESPACE` and Lambda's `AWS_LAMBDA_FUNCTION_NAME`: where the EMF metrics go.
@@ -128,7 +131,7 @@ impl FunctionConfig {
                 "a whole number of operations, at least 1",
             )? as usize,
             requests_per_minute: (rpm > 0).then(|| u32::try_from(rpm).unwrap_or(u32::MAX)),
-            adaptive_pacing: env.flag("SCIM_ADAPTIVE_PACING")?,
+            adaptive_pacing: env.flag_or("SCIM_ADAPTIVE_PACING", true)?,
             concurrency: env.number(
                 "SCIM_CONCURRENCY",
                 2,
@@ -177,6 +180,7 @@ impl FunctionConfig {
                     "a whole number of seconds, at least 1",
                 )?),
             },
+            adaptive_timeout: env.flag_or("SCIM_ADAPTIVE_TIMEOUT", true)?,
             s3_force_path_style: env.flag("S3_FORCE_PATH_STYLE")?,
             metrics: MetricsConfig {
                 namespace: match env.text("METRICS_NAMESPACE") {
@@ -202,6 +206,7 @@ impl FunctionConfig {
             requests_per_minute: self.requests_per_minute,
             adaptive_pacing: self.adaptive_pacing,
             timeouts: self.timeouts,
+            adaptive_timeout: self.adaptive_timeout,
         }
     }
 }
@@ -297,8 +302,14 @@ impl Env<'_> {
     }
 
     fn flag(&self, var: &'static str) -> Result<bool, ConfigError> {
+        self.flag_or(var, false)
+    }
+
+    /// A true/false variable, `default` when unset.
+    fn flag_or(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
         match self.text(var).map(|v| v.to_ascii_lowercase()).as_deref() {
-            None | Some("false" | "0" | "no") => Ok(false),
+            None => Ok(default),
+            Some("false" | "0" | "no") => Ok(false),
             Some("true" | "1" | "yes") => Ok(true),
             Some(_) => Err(invalid(
                 var,
@@ -334,7 +345,11 @@ mod tests {
         assert_eq!(c.retry, RetryPolicy::default());
         assert_eq!(c.max_operations, 50);
         assert_eq!(c.requests_per_minute, None);
-        assert!(!c.adaptive_pacing);
+        assert!(
+            c.adaptive_pacing,
+            "paced from the first 429 with Retry-After"
+        );
+        assert!(c.adaptive_timeout);
         assert_eq!(c.concurrency, 2);
         assert_eq!(c.update_method, UpdateMethod::Put);
         assert!(!c.create_inactive);
@@ -357,7 +372,8 @@ mod tests {
         let e = c.engine_config();
         assert_eq!(e.max_operations, 50);
         assert_eq!(e.retry.max_attempts, 8);
-        assert!(!e.adaptive_pacing);
+        assert!(e.adaptive_pacing);
+        assert!(e.adaptive_timeout);
     }
 
     #[test]
@@ -378,7 +394,8 @@ mod tests {
             ("SCIM_TIMEOUT_SECONDS", "7"),
             ("SCIM_CONNECT_TIMEOUT_SECONDS", "2"),
             ("S3_FORCE_PATH_STYLE", "TRUE"),
-            ("SCIM_ADAPTIVE_PACING", "true"),
+            ("SCIM_ADAPTIVE_PACING", "false"),
+            ("SCIM_ADAPTIVE_TIMEOUT", "no"),
             ("METRICS_NAMESPACE", "Team/Provisioning"),
             ("AWS_LAMBDA_FUNCTION_NAME", "prod-provisioner"),
             ("MAX_RETRY_AGE", "36h"),
@@ -406,8 +423,10 @@ mod tests {
         assert_eq!(c.timeouts.request, Duration::from_secs(7));
         assert_eq!(c.timeouts.connect, Duration::from_secs(2));
         assert!(c.s3_force_path_style);
-        assert!(c.adaptive_pacing);
-        assert!(c.engine_config().adaptive_pacing);
+        assert!(!c.adaptive_pacing);
+        assert!(!c.engine_config().adaptive_pacing);
+        assert!(!c.adaptive_timeout);
+        assert!(!c.engine_config().adaptive_timeout);
         assert_eq!(
             config(&[("SCIM_REQUESTS_PER_MINUTE", "0")])
                 .unwrap()
@@ -438,6 +457,7 @@ mod tests {
             ("SCIM_CREATE_INACTIVE", "maybe"),
             ("S3_FORCE_PATH_STYLE", "on"),
             ("SCIM_ADAPTIVE_PACING", "sometimes"),
+            ("SCIM_ADAPTIVE_TIMEOUT", "maybe"),
             ("SCIM_TIMEOUT_SECONDS", "0"),
             ("METRICS_NAMESPACE", "AWS/Lambda"),
             ("MAX_RETRY_AGE", "0"),

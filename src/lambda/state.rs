@@ -72,6 +72,13 @@ impl State {
     pub fn config(&self) -> &FunctionConfig {
         &self.config
     }
+
+    /// The engine's current spacing between requests (zero: unpaced). The engine, and with it
+    /// the adaptive pace and the latency behind the request timeouts, lives as long as this
+    /// state: a warm container starts its next invocation at the pace it had found.
+    pub fn pacing_interval(&self) -> std::time::Duration {
+        self.engine.pacing_interval()
+    }
 }
 
 /// The function's [`State`], built by a background task started with the process.

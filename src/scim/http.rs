@@ -12,6 +12,10 @@ use super::auth::{AuthError, Authenticator};
 use super::credentials::CredentialSource;
 use crate::retry::parse_retry_after;
 
+pub mod latency;
+
+use latency::{Kind, LatencyModel};
+
 /// The SCIM media type (RFC 7644 §3.1).
 pub const SCIM_JSON: &str = "application/scim+json";
 
@@ -43,7 +47,8 @@ pub mod caps {
 pub struct Timeouts {
     /// Establishing a connection.
     pub connect: Duration,
-    /// A whole request, body included.
+    /// A whole request, body included: the most it is given (the adaptive timeout, see
+    /// [`latency`], is usually far shorter).
     pub request: Duration,
 }
 
@@ -145,14 +150,23 @@ pub(crate) async fn read_capped(
 pub struct ScimHttp {
     client: reqwest::Client,
     auth: Authenticator,
-    timeout: Duration,
+    latency: LatencyModel,
 }
 
 impl ScimHttp {
-    /// Builds the process's HTTP client and authenticator.
+    /// Builds the process's HTTP client and authenticator, with the adaptive request timeout.
     pub fn new(
         source: Arc<dyn CredentialSource>,
         timeouts: Timeouts,
+    ) -> Result<Self, reqwest::Error> {
+        Self::with_timeout_mode(source, timeouts, true)
+    }
+
+    /// [`ScimHttp::new`]; `adaptive` false gives every request the whole `timeouts.request`.
+    pub fn with_timeout_mode(
+        source: Arc<dyn CredentialSource>,
+        timeouts: Timeouts,
+        adaptive: bool,
     ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .user_agent(crate::USER_AGENT)
@@ -165,7 +179,7 @@ impl ScimHttp {
         Ok(Self {
             client,
             auth,
-            timeout: timeouts.request,
+            latency: LatencyModel::new(timeouts.request, adaptive),
         })
     }
 
@@ -175,7 +189,8 @@ impl ScimHttp {
     }
 
     /// Sends `method path` (relative to the base URL, starting with `/`) with an optional JSON body,
-    /// giving up at `deadline` if that comes before the client's own timeout;
+    /// giving up at `deadline` if that comes before the request's timeout (which follows the
+    /// tenant's latency for this kind of request, [`latency`]);
     /// on 401 refreshes the token (re-reading the credentials) once and sends again.
     /// Reads at most [`caps::ANSWER`] bytes of the answer.
     pub async fn send(
@@ -214,20 +229,33 @@ impl ScimHttp {
             if let Some(body) = &body {
                 request = request.header(CONTENT_TYPE, SCIM_JSON).body(body.clone());
             }
-            if let Some(deadline) = deadline {
-                let left = deadline.saturating_duration_since(Instant::now());
-                request = request.timeout(left.max(Duration::from_millis(1)).min(self.timeout));
+            let kind = Kind::of(&method, path, query);
+            let size = body.as_ref().map_or(0, Bytes::len);
+            let timeout = self.latency.timeout(kind, size);
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            // Cut by the deadline rather than by its own timeout: says nothing about the tenant.
+            let cut_by_deadline = left.is_some_and(|left| left < timeout);
+            let timeout = left.map_or(timeout, |left| {
+                left.max(Duration::from_millis(1)).min(timeout)
+            });
+            request = request.timeout(timeout);
+            let started = Instant::now();
+            let reply = read_reply(request.send().await, cap).await;
+            match &reply {
+                Ok(_) => self.latency.answered(kind, size, started.elapsed()),
+                Err(ReplyError::Send(SendError::Timeout)) if !cut_by_deadline => {
+                    self.latency.timed_out(kind)
+                }
+                Err(_) => {}
             }
-            let reply = read_reply(request.send().await, cap)
-                .await
-                .map_err(|e| match e {
-                    ReplyError::TooLarge(status) => SendError::TooLarge {
-                        status,
-                        request: format!("{method} {path}"),
-                        cap,
-                    },
-                    ReplyError::Send(e) => e,
-                })?;
+            let reply = reply.map_err(|e| match e {
+                ReplyError::TooLarge(status) => SendError::TooLarge {
+                    status,
+                    request: format!("{method} {path}"),
+                    cap,
+                },
+                ReplyError::Send(e) => e,
+            })?;
             if reply.status == 401 && !refreshed {
                 self.auth.invalidate(&session.token).await;
                 refreshed = true;
@@ -257,11 +285,30 @@ async fn read_reply(
     })?;
     Ok(Reply {
         status,
-        retry_after: header(&headers, RETRY_AFTER.as_str())
-            .and_then(|v| parse_retry_after(&v, SystemTime::now())),
+        retry_after: retry_after(&headers, SystemTime::now()),
         location: header(&headers, LOCATION.as_str()),
         body,
     })
+}
+
+/// `Retry-After`; without it, the reset of a rate-limit header (`RateLimit-Reset`,
+/// `X-RateLimit-Reset`, `X-Rate-Limit-Reset`: seconds from now, or a Unix time) — the rate
+/// signature some services send instead.
+fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    if let Some(value) = header(headers, RETRY_AFTER.as_str()) {
+        return parse_retry_after(&value, now);
+    }
+    let reset = ["ratelimit-reset", "x-ratelimit-reset", "x-rate-limit-reset"]
+        .iter()
+        .find_map(|name| header(headers, name))?;
+    let secs: u64 = reset.trim().parse().ok()?;
+    // Past a billion it is a Unix time (2001 onwards), else a number of seconds.
+    if secs >= 1_000_000_000 {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+        Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    } else {
+        Some(Duration::from_secs(secs))
+    }
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -377,6 +424,33 @@ mod tests {
             http.send(Method::GET, &over, &[], None, None).await,
             Err(SendError::TooLarge { cap, .. }) if cap == caps::ANSWER
         ));
+    }
+
+    #[test]
+    fn retry_after_or_a_rate_limit_reset() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let headers = |pairs: &[(&'static str, &str)]| {
+            let mut map = HeaderMap::new();
+            for (name, value) in pairs {
+                map.insert(*name, value.parse().unwrap());
+            }
+            map
+        };
+        let secs = |n| Some(Duration::from_secs(n));
+        assert_eq!(retry_after(&headers(&[]), now), None);
+        assert_eq!(retry_after(&headers(&[("retry-after", "7")]), now), secs(7));
+        let both = headers(&[("retry-after", "7"), ("ratelimit-reset", "3")]);
+        assert_eq!(retry_after(&both, now), secs(7), "Retry-After first");
+        assert_eq!(
+            retry_after(&headers(&[("RateLimit-Reset", "3")]), now),
+            secs(3)
+        );
+        let epoch = headers(&[("x-ratelimit-reset", "2000000012")]);
+        assert_eq!(retry_after(&epoch, now), secs(12));
+        let past = headers(&[("x-rate-limit-reset", "1999999999")]);
+        assert_eq!(retry_after(&past, now), secs(0));
+        let junk = headers(&[("x-ratelimit-reset", "soon")]);
+        assert_eq!(retry_after(&junk, now), None);
     }
 
     #[test]

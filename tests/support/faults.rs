@@ -27,15 +27,19 @@
 //!
 //! [`AwsFaultProxy`] (`faults/aws_proxy.rs`) is the same idea in front of moto: it fails
 //! chosen Secrets Manager, SQS and S3 calls of the function's AWS SDK.
+//!
+//! [`FaultProxy::set_random`] (`faults/random.rs`) adds faults at random, seeded, to the
+//! requests no queued rule matched: for soak runs and benchmarks.
 
 mod aws_proxy;
+mod random;
 mod reset;
 mod rules;
 mod tokens;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
@@ -46,6 +50,9 @@ use serde_json::{json, Value};
 
 #[allow(unused_imports)] // not every test file uses the AWS side
 pub use aws_proxy::{AwsCall, AwsFault, AwsFaultProxy, AwsSeen};
+use random::{Plan, RandomState};
+#[allow(unused_imports)] // not every test file uses random faults
+pub use random::{RandomCounts, RandomFaults};
 use reset::{Conn, ServerThread};
 use rules::FaultQueue;
 use tokens::{issue, token_endpoint};
@@ -163,7 +170,11 @@ struct ProxyState {
     chooser: Option<Chooser>,
     tokens: TokenConfig,
     issued: Vec<String>,
+    /// When each issued token was issued (for [`RandomFaults::token_lifetime`]).
+    issued_at: HashMap<String, Instant>,
     expired: HashSet<String>,
+    random: Option<RandomState>,
+    random_counts: RandomCounts,
 }
 
 impl ProxyState {
@@ -271,6 +282,19 @@ impl FaultProxy {
     #[allow(dead_code)] // only the chaos profile picks faults this way
     pub fn set_chooser(&self, chooser: Option<Chooser>) {
         self.shared.state().chooser = chooser;
+    }
+
+    /// From now on, requests no queued rule matches meet `faults` at random (module
+    /// `faults/random.rs`); the counts start again from zero.
+    pub fn set_random(&self, faults: RandomFaults) {
+        let mut state = self.shared.state();
+        state.random = Some(RandomState::new(faults));
+        state.random_counts = RandomCounts::default();
+    }
+
+    /// What the random faults did so far.
+    pub fn random_counts(&self) -> RandomCounts {
+        self.shared.state().random_counts
     }
 
     /// Queued rules not used up yet.
@@ -434,12 +458,12 @@ async fn handle(
     let token_path = path == OAUTH_TOKEN_PATH || path == CXONE_TOKEN_PATH;
 
     // Log, check the token, pick the fault: one critical section.
-    let (upstream_auth, fault) = {
+    let (upstream_auth, fault, plan) = {
         let mut state = shared.state();
         let check = if token_path {
             Ok(None)
         } else {
-            check_token(&state, &shared.upstream_token, authorization.as_deref())
+            check_token(&mut state, &shared.upstream_token, authorization.as_deref())
         };
         let fault = match check {
             Ok(_) if token_path => state.faults.take(|(m, suffix)| {
@@ -448,6 +472,18 @@ async fn handle(
             Ok(_) => state.take_fault(&parts.method, &path),
             Err(_) => None,
         };
+        let plan = match (&fault, &check) {
+            (None, Ok(_)) if !token_path => {
+                let ProxyState {
+                    random,
+                    random_counts,
+                    ..
+                } = &mut *state;
+                random.as_mut().map(|r| r.plan(&path, &body, random_counts))
+            }
+            _ => None,
+        };
+        let fault = fault.or_else(|| plan.as_ref().and_then(|p| p.fault.clone()));
         state.faults.record(SeenRequest {
             method: parts.method.to_string(),
             path: path.clone(),
@@ -457,7 +493,7 @@ async fn handle(
             fault: fault.clone(),
         });
         match check {
-            Ok(auth) => (auth, fault),
+            Ok(auth) => (auth, fault, plan.unwrap_or_default()),
             Err(detail) => return Answer::unauthorized(detail).into_response(),
         }
     };
@@ -477,9 +513,16 @@ async fn handle(
     if let Some(answer) = fault.as_ref().and_then(|f| answer_early(f, &conn)) {
         return answer.into_response();
     }
+    let Plan {
+        lost,
+        body: replaced,
+        refused,
+        ..
+    } = plan;
     let answer = if token_path {
         token_endpoint(&shared, &path, &body)
     } else {
+        let body = replaced.map_or(body, Bytes::from);
         forward(
             &shared,
             &parts.method,
@@ -491,6 +534,24 @@ async fn handle(
         )
         .await
     };
+    let mut answer = answer;
+    if path.ends_with("/Bulk") && answer.status.is_success() {
+        let mut state = shared.state();
+        let ProxyState {
+            random,
+            random_counts,
+            ..
+        } = &mut *state;
+        if let Some(body) = random
+            .as_mut()
+            .and_then(|r| r.alter_bulk(&answer.body, refused, random_counts))
+        {
+            answer.body = body.into();
+        }
+    }
+    if lost {
+        answer = Answer::new(502, "text/plain", "fault proxy: the answer was lost");
+    }
     match fault {
         Some(fault) => alter(&fault, answer, &conn).await.into_response(),
         None => answer.into_response(),
@@ -499,7 +560,7 @@ async fn handle(
 
 /// `Ok(Some(header))`: the Authorization to send upstream; `Ok(None)`: leave it out.
 fn check_token(
-    state: &ProxyState,
+    state: &mut ProxyState,
     upstream_token: &str,
     authorization: Option<&str>,
 ) -> Result<Option<String>, &'static str> {
@@ -510,6 +571,14 @@ fn check_token(
     if token == upstream_token {
         Ok(Some(authorization.to_string()))
     } else if state.expired.contains(token) {
+        Err("fault proxy: the token has expired")
+    } else if state.random.as_ref().is_some_and(|r| {
+        state
+            .issued_at
+            .get(token)
+            .is_some_and(|at| r.expired(*at, Instant::now()))
+    }) {
+        state.random_counts.expired += 1;
         Err("fault proxy: the token has expired")
     } else if state.issued.iter().any(|t| t == token) {
         Ok(Some(format!("Bearer {upstream_token}")))

@@ -45,6 +45,9 @@ pub(super) fn issue(state: &mut ProxyState, url: &str, kind: &str) -> String {
     let port = url.rsplit(':').next().unwrap_or("0");
     let token = format!("issued-{kind}-{port}-{}", state.issued.len() + 1);
     state.issued.push(token.clone());
+    state
+        .issued_at
+        .insert(token.clone(), std::time::Instant::now());
     token
 }
 
