@@ -221,6 +221,7 @@ async fn run_engine(scale: &Scale, seed: u64) -> Run {
             base: Duration::from_secs(1),
             cap: Duration::from_secs(8),
             max_attempts: baseline::MAX_ATTEMPTS,
+            ..RetryPolicy::default()
         },
         ..EngineConfig::default()
     };
