@@ -128,3 +128,70 @@ fn help_shows_examples() {
     assert!(text.contains("--dry-run"), "{text}");
     assert!(text.contains("SCIM_CREDENTIALS"), "{text}");
 }
+
+/// A file of several MiB (so that it is cut into parts checked on several threads): a BOM, CRLF,
+/// quoted line breaks, invalid rows and a userName met near the start and near the end. Returns
+/// the text and the lines of the invalid rows and of the two rows of the repeated userName.
+fn large_file(stray_quote: bool) -> (String, Vec<u64>, (u64, u64)) {
+    let mut text = String::from("\u{feff}email,first_name,last_name,title\r\n");
+    let (mut line, mut invalid, mut twice) = (2u64, Vec::new(), (0, 0));
+    for i in 0..40_000u32 {
+        let email = match i {
+            5 => {
+                twice.0 = line;
+                "Twice@Example.com".to_string()
+            }
+            39_000 => {
+                twice.1 = line;
+                "twice@example.com".to_string()
+            }
+            _ if i % 4_999 == 7 => {
+                invalid.push(line);
+                format!("broken{i}")
+            }
+            _ => format!("user{i}@example.com"),
+        };
+        let title = match i % 997 {
+            3 => "\"Team\r\nLead, \"\"West\"\"\r\n\"",
+            // A quote inside an unquoted field is text, not the start of a quoted one.
+            11 if stray_quote => "5\"10 tall",
+            _ => "Agent with a fairly long title to make the file a few megabytes",
+        };
+        text.push_str(&format!("{email},First{i},Last{i},{title}\r\n"));
+        line += 1 + title.matches('\n').count() as u64;
+    }
+    (text, invalid, twice)
+}
+
+#[test]
+fn a_large_file_checked_in_parallel_gives_exact_lines() {
+    for stray_quote in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (text, invalid, (first, last)) = large_file(stray_quote);
+        assert!(
+            text.len() > 3 << 20,
+            "{} bytes: not cut into parts",
+            text.len()
+        );
+        let path = write(dir.path(), "big.csv", &text);
+        let (code, out, err) = validate(&["--csv", &path, "--json"]);
+        assert_eq!(code, 1, "{err}");
+        let value: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(value["rows"], 40_000);
+        let lines: Vec<u64> = value["invalid"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["line"].as_u64().unwrap())
+            .collect();
+        assert_eq!(lines, invalid, "stray quote: {stray_quote}");
+        let superseded = &value["superseded"];
+        assert_eq!(superseded.as_array().unwrap().len(), 1, "{superseded}");
+        assert_eq!(superseded[0]["line"], first);
+        let by = format!("superseded by line {last}");
+        assert!(
+            superseded[0]["reason"].as_str().unwrap().contains(&by),
+            "{superseded}"
+        );
+    }
+}
