@@ -35,7 +35,7 @@ pub async fn run(args: ProvisionArgs) -> Result<ExitCode, UsageError> {
     let cycle = cycle_length(args.cycle_seconds)?;
     let ledger = Arc::new(match &args.ledger {
         Some(path) => MemoryLedger::open(path).map_err(|e| UsageError(e.to_string()))?,
-        None => MemoryLedger::new(),
+        None => MemoryLedger::for_one_run(),
     });
     let engine = engine(&args, cycle, credentials)?.with_ledger(ledger.clone());
     let limits = preflight(&engine).await?;

@@ -79,12 +79,25 @@ impl StoredUser {
 pub struct MemoryLedger {
     tenants: Mutex<HashMap<String, TenantState>>,
     file: Option<PathBuf>,
+    /// Forget a user once its write is settled (see [`MemoryLedger::for_one_run`]).
+    forget_written: bool,
 }
 
 impl MemoryLedger {
     /// An empty ledger that lives as long as the process.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A ledger for one run that nothing outlives (`provision` without `--ledger`): it keeps
+    /// the tenant's listing and the users in flight, and forgets a user once its write is
+    /// settled — a file names each user once, so nothing in the run asks about it again —
+    /// so that memory follows the tenant's size and the window in flight, not the file's.
+    pub fn for_one_run() -> Self {
+        Self {
+            forget_written: true,
+            ..Self::default()
+        }
     }
 
     /// A ledger loaded from `path` (empty if the file does not exist yet), saved there by
@@ -104,6 +117,7 @@ impl MemoryLedger {
         Ok(Self {
             tenants: Mutex::new(tenants),
             file: Some(path.to_path_buf()),
+            forget_written: false,
         })
     }
 
@@ -206,8 +220,12 @@ impl Ledger for MemoryLedger {
                 continue;
             }
             user.held_until = None;
-            if let Some(c) = confirmed {
-                user.record(c, true);
+            match confirmed {
+                Some(_) if self.forget_written => {
+                    state.users.remove(&claim.key);
+                }
+                Some(c) => user.record(c, true),
+                None => {}
             }
         }
         Box::pin(future::ready(Ok(())))
@@ -222,6 +240,10 @@ impl Ledger for MemoryLedger {
         let mut tenants = self.lock();
         let state = tenants.entry(tenant.to_string()).or_default();
         for c in users {
+            if managed && self.forget_written {
+                state.users.remove(&c.key);
+                continue;
+            }
             state
                 .users
                 .entry(c.key.clone())
@@ -280,5 +302,56 @@ impl Ledger for MemoryLedger {
         state.listed_at = meta.listed_at;
         state.patch_form = meta.patch_form.clone();
         Box::pin(future::ready(Ok(())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn confirmed(key: &str) -> Confirmed {
+        Confirmed {
+            key: key.into(),
+            id: format!("id-{key}"),
+            user_name: key.into(),
+            external_id: None,
+            fingerprint: None,
+            asked: None,
+            active: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_ledger_for_one_run_forgets_users_once_written_and_keeps_the_listing() {
+        let ledger = MemoryLedger::for_one_run();
+        let listed = confirmed("listed@x.org");
+        ledger.confirm("t", std::slice::from_ref(&listed), false).await.unwrap();
+        let claim = Claim {
+            key: "new@x.org".into(),
+            at: 5,
+        };
+        ledger.claim("t", std::slice::from_ref(&claim), 1, 10).await.unwrap();
+        let keys = ["new@x.org".to_string(), "listed@x.org".to_string()];
+        assert_eq!(
+            ledger.get("t", &keys).await.unwrap().len(),
+            2,
+            "in flight: kept"
+        );
+        ledger
+            .settle("t", &[(claim, Some(confirmed("new@x.org")))])
+            .await
+            .unwrap();
+        ledger
+            .confirm("t", &[confirmed("found@x.org")], true)
+            .await
+            .unwrap();
+        let all: Vec<String> = ledger
+            .all("t")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+        assert_eq!(all, ["listed@x.org"]);
     }
 }
