@@ -6,11 +6,10 @@ mod support;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use scim_bulk_provisioner::lambda::State;
 use serde_json::{json, Value};
 use support::aws::{
-    bearer_secret, capture_run_events, create_ledger_table, get_text, invoke, pump_in_process,
-    put_object, run_events, s3_put_event_seq, start_stack, Stack, BUCKET,
+    bearer_secret, capture_run_events, create_ledger_table, get_text, invoke, run_events,
+    run_queue, start_stack, upload_and_run, Stack, BUCKET,
 };
 use support::{list_users, start_scim2_server, ScimOptions};
 
@@ -38,22 +37,6 @@ fn text(output: &Output) -> (String, String) {
     )
 }
 
-async fn upload(stack: &Stack, state: &State, csv: String, sequencer: &str) {
-    put_object(&stack.sdk, BUCKET, KEY, csv).await;
-    invoke(state, s3_put_event_seq(BUCKET, KEY, sequencer), sequencer)
-        .await
-        .expect("the upload's invocation");
-    let pumped = pump_in_process(
-        &stack.sdk,
-        &stack.queues,
-        state,
-        Duration::from_secs(2),
-        Duration::from_secs(60),
-    )
-    .await;
-    assert!(pumped.errors.is_empty(), "{:?}", pumped.errors);
-}
-
 fn team(people: &[usize]) -> String {
     let mut csv = String::from("email,first_name,last_name\n");
     for i in people {
@@ -78,7 +61,7 @@ async fn status_shows_runs_and_approve_releases_a_held_one() {
     ]);
     let events = capture_run_events(&stack.sdk).await;
 
-    upload(&stack, &state, team(&[1, 2, 3]), "s1").await;
+    upload_and_run(&stack, &state, KEY, team(&[1, 2, 3]), "s1").await;
     let completed = run_events(&stack.sdk, &events).await;
     assert_eq!(completed.len(), 1, "{completed:?}");
     let first = completed[0]["detail"].clone();
@@ -128,7 +111,7 @@ async fn status_shows_runs_and_approve_releases_a_held_one() {
     assert!(text(&out).1.contains("not held"), "{:?}", text(&out));
 
     // Mate 3 leaves the file: one deactivation, more than the guard allows: held.
-    upload(&stack, &state, team(&[1, 2]), "s2").await;
+    upload_and_run(&stack, &state, KEY, team(&[1, 2]), "s2").await;
     let held = run_events(&stack.sdk, &events).await;
     assert_eq!(held.len(), 1, "{held:?}");
     assert_eq!(held[0]["detail-type"], "Provisioning Run Held");
@@ -158,15 +141,7 @@ async fn status_shows_runs_and_approve_releases_a_held_one() {
     invoke(&state, approvals[0].clone(), "approval")
         .await
         .expect("the approval's invocation");
-    let pumped = pump_in_process(
-        &stack.sdk,
-        &stack.queues,
-        &state,
-        Duration::from_secs(2),
-        Duration::from_secs(60),
-    )
-    .await;
-    assert!(pumped.errors.is_empty(), "{:?}", pumped.errors);
+    run_queue(&stack, &state, Duration::from_secs(60)).await;
     let done = run_events(&stack.sdk, &events).await;
     assert_eq!(done.len(), 1, "{done:?}");
     assert_eq!(done[0]["detail-type"], "Provisioning Run Completed");

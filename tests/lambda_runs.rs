@@ -12,8 +12,9 @@ use std::time::Duration;
 use scim_bulk_provisioner::lambda::State;
 use serde_json::{json, Value};
 use support::aws::{
-    bearer_secret, capture_run_events, create_ledger_table, invoke, list_keys, pump_in_process,
-    put_object, run_events, s3_put_event_seq, start_stack, Stack, BUCKET,
+    approval_event, bearer_secret, capture_run_events, create_ledger_table, invoke, list_keys,
+    put_object, run_events, run_queue, s3_put_event_seq, start_stack, upload_and_run, Stack,
+    BUCKET,
 };
 use support::faults::{Fault, FaultProxy};
 use support::{list_users, post_user, start_scim2_server, ScimOptions};
@@ -34,15 +35,7 @@ async fn state(stack: &Stack, extra: &[(&str, &str)]) -> State {
 
 /// Runs the queue until it is empty.
 async fn pump(stack: &Stack, state: &State) {
-    let pumped = pump_in_process(
-        &stack.sdk,
-        &stack.queues,
-        state,
-        Duration::from_secs(2),
-        Duration::from_secs(240),
-    )
-    .await;
-    assert!(pumped.errors.is_empty(), "{:?}", pumped.errors);
+    run_queue(stack, state, Duration::from_secs(240)).await;
 }
 
 /// The summary objects under reports/runs/, by key.
@@ -333,11 +326,7 @@ async fn full_sync_deactivates_the_absent_and_the_guard_holds_a_truncated_file_u
     .await;
 
     // 1. Everyone: created, nothing absent.
-    put_object(&stack.sdk, BUCKET, KEY, file_of(0..n)).await;
-    invoke(&state, s3_put_event_seq(BUCKET, KEY, "01"), "up-1")
-        .await
-        .expect("upload 1");
-    pump(&stack, &state).await;
+    upload_and_run(&stack, &state, KEY, file_of(0..n), "01").await;
     let done = only_event(
         &run_events(&stack.sdk, &events).await,
         "Provisioning Run Completed",
@@ -347,17 +336,8 @@ async fn full_sync_deactivates_the_absent_and_the_guard_holds_a_truncated_file_u
 
     // 2. Five people missing: exactly those five are deactivated (5 of 200: under the guard).
     let missing = [150, 160, 170, 180, 199];
-    put_object(
-        &stack.sdk,
-        BUCKET,
-        KEY,
-        file_of((0..n).filter(|i| !missing.contains(i))),
-    )
-    .await;
-    invoke(&state, s3_put_event_seq(BUCKET, KEY, "02"), "up-2")
-        .await
-        .expect("upload 2");
-    pump(&stack, &state).await;
+    let complete = || file_of((0..n).filter(|i| !missing.contains(i)));
+    upload_and_run(&stack, &state, KEY, complete(), "02").await;
     let done = only_event(
         &run_events(&stack.sdk, &events).await,
         "Provisioning Run Completed",
@@ -369,11 +349,7 @@ async fn full_sync_deactivates_the_absent_and_the_guard_holds_a_truncated_file_u
     // 3. A truncated export (the first 40% of the rows): held, nothing deactivated (the missing
     // five are past its end, so none of them comes back).
     let kept = n * 40 / 100;
-    put_object(&stack.sdk, BUCKET, KEY, file_of(0..kept)).await;
-    invoke(&state, s3_put_event_seq(BUCKET, KEY, "03"), "up-3")
-        .await
-        .expect("upload 3");
-    pump(&stack, &state).await;
+    upload_and_run(&stack, &state, KEY, file_of(0..kept), "03").await;
     let held = only_event(
         &run_events(&stack.sdk, &events).await,
         "Provisioning Run Held",
@@ -398,13 +374,7 @@ async fn full_sync_deactivates_the_absent_and_the_guard_holds_a_truncated_file_u
     );
 
     // 4. A newer complete file supersedes the held run: approving it later changes nothing.
-    put_object(
-        &stack.sdk,
-        BUCKET,
-        KEY,
-        file_of((0..n).filter(|i| !missing.contains(i))),
-    )
-    .await;
+    put_object(&stack.sdk, BUCKET, KEY, complete()).await;
     let rerun = json!({"id": "rerun-04", "detail-type": "Scheduled Event", "source": "aws.events",
                        "detail": {"bucket": BUCKET, "key": KEY, "mode": "full"}});
     invoke(&state, rerun, "rerun-4").await.expect("rerun");
@@ -415,8 +385,7 @@ async fn full_sync_deactivates_the_absent_and_the_guard_holds_a_truncated_file_u
     );
     assert_eq!(done["absent"]["total"], 0, "{done}");
     assert_eq!(summary_of(&stack, &held_run).await["status"], "superseded");
-    let approve = json!({"id": "approve-1", "detail-type": "Approve Provisioning Run",
-                         "source": "scim-bulk-provisioner", "detail": {"approve_run": held_run}});
+    let approve = approval_event(&held_run, "approve-1");
     let refused = invoke(&state, approve, "approve-1")
         .await
         .expect("approval answered");
@@ -430,18 +399,13 @@ async fn full_sync_deactivates_the_absent_and_the_guard_holds_a_truncated_file_u
     );
 
     // 5. The truncated file again, held, then approved: exactly the absent users go.
-    put_object(&stack.sdk, BUCKET, KEY, file_of(0..kept)).await;
-    invoke(&state, s3_put_event_seq(BUCKET, KEY, "05"), "up-5")
-        .await
-        .expect("upload 5");
-    pump(&stack, &state).await;
+    upload_and_run(&stack, &state, KEY, file_of(0..kept), "05").await;
     let held = only_event(
         &run_events(&stack.sdk, &events).await,
         "Provisioning Run Held",
     );
     let held_run = held["run_id"].as_str().expect("run id").to_string();
-    let approve = json!({"id": "approve-2", "detail-type": "Approve Provisioning Run",
-                         "source": "scim-bulk-provisioner", "detail": {"approve_run": held_run}});
+    let approve = approval_event(&held_run, "approve-2");
     let approved = invoke(&state, approve, "approve-2")
         .await
         .expect("approved");

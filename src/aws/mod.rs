@@ -3,6 +3,7 @@
 //! they share with the ports' AWS implementations (`queue::sqs`, `ledger::dynamodb`).
 //! Thin layers over the SDK; no SCIM logic.
 
+pub(crate) mod dynamodb;
 pub mod events;
 pub mod s3;
 pub mod secrets;

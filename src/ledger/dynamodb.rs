@@ -10,6 +10,8 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Update};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, StreamExt};
 
+use crate::aws::dynamodb::{boolean, n, number, s, text, Item};
+
 use super::{Claim, Confirmed, Ledger, LedgerError, Refusal, TenantMeta, UserEntry};
 
 /// Keys per BatchGetItem call (the service's limit).
@@ -20,8 +22,6 @@ const GET_BATCH: usize = 100;
 const WRITES_IN_FLIGHT: usize = 32;
 /// Rounds of unprocessed keys tried again before giving up.
 const ROUNDS: usize = 8;
-
-type Item = HashMap<String, AttributeValue>;
 
 /// The ledger in one DynamoDB table.
 #[derive(Debug, Clone)]
@@ -218,35 +218,6 @@ impl DynamoLedger {
 
     fn update(&self, key: Item) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {
         Update::builder().table_name(&self.table).set_key(Some(key))
-    }
-}
-
-fn s(value: &str) -> AttributeValue {
-    AttributeValue::S(value.to_string())
-}
-
-fn n(value: u64) -> AttributeValue {
-    AttributeValue::N(value.to_string())
-}
-
-fn text(item: &Item, name: &str) -> Option<String> {
-    match item.get(name) {
-        Some(AttributeValue::S(v)) => Some(v.clone()),
-        _ => None,
-    }
-}
-
-fn number(item: &Item, name: &str) -> Option<u64> {
-    match item.get(name) {
-        Some(AttributeValue::N(v)) => v.parse().ok(),
-        _ => None,
-    }
-}
-
-fn boolean(item: &Item, name: &str) -> Option<bool> {
-    match item.get(name) {
-        Some(AttributeValue::Bool(v)) => Some(*v),
-        _ => None,
     }
 }
 

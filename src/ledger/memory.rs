@@ -325,12 +325,18 @@ mod tests {
     async fn a_ledger_for_one_run_forgets_users_once_written_and_keeps_the_listing() {
         let ledger = MemoryLedger::for_one_run();
         let listed = confirmed("listed@x.org");
-        ledger.confirm("t", std::slice::from_ref(&listed), false).await.unwrap();
+        ledger
+            .confirm("t", std::slice::from_ref(&listed), false)
+            .await
+            .unwrap();
         let claim = Claim {
             key: "new@x.org".into(),
             at: 5,
         };
-        ledger.claim("t", std::slice::from_ref(&claim), 1, 10).await.unwrap();
+        ledger
+            .claim("t", std::slice::from_ref(&claim), 1, 10)
+            .await
+            .unwrap();
         let keys = ["new@x.org".to_string(), "listed@x.org".to_string()];
         assert_eq!(
             ledger.get("t", &keys).await.unwrap().len(),

@@ -9,27 +9,19 @@ use std::collections::{BTreeMap, HashMap};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use futures_util::future::BoxFuture;
 
+use crate::aws::dynamodb::{n, number, s, Item};
+
 use super::{RowId, RowOutcome, RunError, RunPlan, RunRecord, RunStatus, RunStore, Step, Tally};
 use crate::operation::unix_now;
 
 /// Days a run's items are kept.
 pub const KEEP_DAYS: u64 = 90;
 
-type Item = HashMap<String, AttributeValue>;
-
 /// Runs in one DynamoDB table (the ledger's).
 #[derive(Debug, Clone)]
 pub struct DynamoRuns {
     client: aws_sdk_dynamodb::Client,
     table: String,
-}
-
-fn s(value: &str) -> AttributeValue {
-    AttributeValue::S(value.to_string())
-}
-
-fn n(value: u64) -> AttributeValue {
-    AttributeValue::N(value.to_string())
 }
 
 fn key(pk: String, sk: &str) -> Item {
@@ -42,12 +34,6 @@ fn run_key(run_id: &str) -> Item {
 
 fn ttl() -> AttributeValue {
     n(unix_now() + KEEP_DAYS * 86_400)
-}
-
-fn number(item: &Item, name: &str) -> Option<u64> {
-    item.get(name)
-        .and_then(|v| v.as_n().ok())
-        .and_then(|v| v.parse().ok())
 }
 
 impl DynamoRuns {

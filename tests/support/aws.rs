@@ -424,6 +424,47 @@ pub async fn pump_in_process(
 }
 
 /// [`pump_in_process`] until the work queue is empty (within `limit`), checking that no
+/// invocation failed (messages listed for redelivery are allowed: faults may cause them).
+pub async fn run_queue(
+    stack: &Stack,
+    state: &scim_bulk_provisioner::lambda::State,
+    limit: Duration,
+) -> Pumped {
+    let pumped = pump_in_process(
+        &stack.sdk,
+        &stack.queues,
+        state,
+        Duration::from_secs(2),
+        limit,
+    )
+    .await;
+    assert!(pumped.errors.is_empty(), "{:?}", pumped.errors);
+    pumped
+}
+
+/// Puts `csv` at `key` of the upload bucket, runs its upload event (with this `sequencer`),
+/// then the work queue until it is empty.
+pub async fn upload_and_run(
+    stack: &Stack,
+    state: &scim_bulk_provisioner::lambda::State,
+    key: &str,
+    csv: String,
+    sequencer: &str,
+) {
+    put_object(&stack.sdk, BUCKET, key, csv).await;
+    invoke(state, s3_put_event_seq(BUCKET, key, sequencer), sequencer)
+        .await
+        .expect("the upload's invocation");
+    run_queue(stack, state, Duration::from_secs(240)).await;
+}
+
+/// The EventBridge event approving a held run, as `approve` puts it (event id `id`).
+pub fn approval_event(run_id: &str, id: &str) -> Value {
+    json!({"id": id, "detail-type": "Approve Provisioning Run",
+           "source": "scim-bulk-provisioner", "detail": {"approve_run": run_id}})
+}
+
+/// [`pump_in_process`] until the work queue is empty (within `limit`), checking that no
 /// invocation failed and no message was listed for redelivery.
 pub async fn drain(
     stack: &Stack,
