@@ -18,7 +18,7 @@ mod support;
 #[path = "chaos/profile.rs"]
 mod profile;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -701,6 +701,43 @@ async fn chaos_run_provisions_everyone_exactly_once_or_reports_why() {
     );
     check(&scim, &records, &report).await;
     check_poison(&poison, &dead, dlq, &report, &poison_logged);
+    check_run_summary(&stack, records.len() as u64, &report).await;
+}
+
+/// The upload is one run (the ledger is on): through crashes, duplicate and concurrent
+/// deliveries, exactly one summary, completed, whose counts are the file's rows and whose
+/// `failed` are the report's failed rows.
+async fn check_run_summary(stack: &Stack, rows: u64, report: &[Value]) {
+    let keys = support::aws::list_keys(&stack.sdk, BUCKET, "reports/runs/").await;
+    assert_eq!(keys.len(), 1, "one run, one summary: {keys:?}");
+    let summary: Value =
+        serde_json::from_str(&support::aws::get_text(&stack.sdk, BUCKET, &keys[0]).await)
+            .expect("summary JSON");
+    println!("  run summary:            {summary}");
+    assert_eq!(summary["status"], "completed", "{summary}");
+    assert_eq!(summary["rows"], rows, "{summary}");
+    assert_eq!(summary["pending"], 0, "{summary}");
+    let outcomes = [
+        "invalid",
+        "duplicate",
+        "created",
+        "updated",
+        "unchanged",
+        "deactivated",
+        "skipped",
+        "failed",
+    ];
+    let sum: u64 = outcomes
+        .iter()
+        .map(|o| summary[*o].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(sum, rows, "the outcomes add up to the rows: {summary}");
+    let failed_rows: BTreeSet<u64> = report
+        .iter()
+        .filter(|l| l["status"] == "failed" && l["source"] != "sqs:")
+        .filter_map(|l| l["row"].as_u64())
+        .collect();
+    assert_eq!(summary["failed"], failed_rows.len() as u64, "{summary}");
 }
 
 /// Every message of the dead-letter queue: id → body (received and left there).
