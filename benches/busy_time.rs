@@ -23,7 +23,7 @@
 //!   users, time scaled down: 2.5 s stalls, 2 s tokens, queue delays at 5%): every user right
 //!   or reported failed, nobody created twice, the faults met;
 //! - `cargo bench --bench busy_time [-- --runs 1] [--users 1000] [--baseline-timeout 30]
-//!   [--latency-ms 100]`.
+//!   [--latency-ms 100] [--only engine|baseline]`.
 
 #[path = "busy_time/baseline.rs"]
 mod baseline;
@@ -371,14 +371,27 @@ fn bench(args: &[String]) {
     );
     let mut engine = Vec::new();
     let mut plain = Vec::new();
+    // `--only engine` or `--only baseline`: one side (to measure a change to one of them).
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str);
     for i in 0..runs {
         let seed = 100 + i as u64;
-        let e = rt.block_on(run_engine(&scale, seed));
-        println!("  run {}: {}", i + 1, line("engine", scale.users, &e));
-        let p = rt.block_on(run_baseline(&scale, seed));
-        println!("  run {}: {}", i + 1, line("baseline", scale.users, &p));
-        engine.push(e);
-        plain.push(p);
+        if only != Some("baseline") {
+            let e = rt.block_on(run_engine(&scale, seed));
+            println!("  run {}: {}", i + 1, line("engine", scale.users, &e));
+            engine.push(e);
+        }
+        if only != Some("engine") {
+            let p = rt.block_on(run_baseline(&scale, seed));
+            println!("  run {}: {}", i + 1, line("baseline", scale.users, &p));
+            plain.push(p);
+        }
+    }
+    if only.is_some() {
+        return;
     }
     let m = |runs: &[Run], f: fn(&Run) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
     println!();
