@@ -50,10 +50,18 @@ pub const WORSE: f64 = 0.7;
 /// Admissions remembered while unpaced, to estimate the rate at which 429s began.
 const RECENT: usize = 16;
 
+/// The longest an adaptively paced request waits for its slot inside a cycle: a later slot
+/// is not waited for (billed) but deferred, the work re-enqueued with the wait as its delay,
+/// so that slow pacing costs queue time rather than billed time.
+pub const MAX_SLOT_WAIT: Duration = Duration::from_secs(1);
+
 /// Paces requests across cycles of one process: at a fixed rate, unlimited, or adaptively.
 #[derive(Debug)]
 pub struct RateLimiter {
     adaptive: bool,
+    /// A slot further away than this is deferred, not waited for (None: any slot is waited
+    /// for if the deadline allows).
+    max_wait: Option<Duration>,
     state: Mutex<State>,
 }
 
@@ -117,11 +125,14 @@ impl RateLimiter {
     }
 
     /// A fixed limiter when `requests_per_minute` is set (non-zero); otherwise adaptive if
-    /// `adaptive`, else unlimited.
+    /// `adaptive` (waiting at most [`MAX_SLOT_WAIT`] for a slot), else unlimited.
     pub fn configured(requests_per_minute: Option<u32>, adaptive: bool) -> Self {
         match requests_per_minute {
             Some(rpm) if rpm > 0 => Self::new(Some(rpm)),
-            _ if adaptive => Self::adaptive(),
+            _ if adaptive => Self {
+                max_wait: Some(MAX_SLOT_WAIT),
+                ..Self::adaptive()
+            },
             _ => Self::new(None),
         }
     }
@@ -129,6 +140,7 @@ impl RateLimiter {
     fn with(adaptive: bool, interval: Duration) -> Self {
         Self {
             adaptive,
+            max_wait: None,
             state: Mutex::new(State {
                 next_slot: None,
                 interval,
@@ -161,7 +173,8 @@ impl RateLimiter {
     }
 
     /// Reserves the next request slot if a request started then, lasting at most `longest`,
-    /// ends before `deadline`; otherwise reserves nothing and says how long to defer.
+    /// ends before `deadline` (and, with a longest wait, if the slot is no further away);
+    /// otherwise reserves nothing and says how long to defer.
     /// `deferred_so_far` spreads successive deferrals over later slots so they come back paced.
     pub fn admit(
         &self,
@@ -172,7 +185,8 @@ impl RateLimiter {
     ) -> Admission {
         let mut state = self.lock();
         let slot = state.next_slot.map_or(now, |n| n.max(now));
-        if slot + longest <= deadline {
+        let near = self.max_wait.is_none_or(|max| slot <= now + max);
+        if near && slot + longest <= deadline {
             state.next_slot = Some(slot + state.interval);
             state.binding = slot > now;
             if self.adaptive && state.rate.is_none() {

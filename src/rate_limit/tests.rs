@@ -43,6 +43,42 @@ fn rate_spaces_requests_and_defers_past_the_deadline() {
 }
 
 #[test]
+fn adaptive_pacing_defers_a_slot_further_than_the_longest_wait() {
+    let limiter = RateLimiter::configured(None, true);
+    let t0 = Instant::now();
+    let slots = admit_n(&limiter, t0, 10 * MS, 10);
+    // 3 of 10 answered 429 at 100/s: paced at 70/s.
+    answer(&limiter, &slots, 7, t0 + 100 * MS);
+    let interval = limiter.interval();
+    let now = t0 + Duration::from_secs(1);
+    let deadline = now + Duration::from_secs(60);
+    let (mut sent, mut deferred) = (Vec::new(), Vec::new());
+    for _ in 0..200 {
+        match limiter.admit(now, deadline, MS, deferred.len() as u32) {
+            Admission::SendAt(at) => sent.push(at),
+            Admission::Defer(d) => deferred.push(d),
+        }
+    }
+    // Slots up to a second away are waited for; the rest come back later, spaced.
+    let last = *sent.last().expect("some sent");
+    assert!(last <= now + MAX_SLOT_WAIT, "{:?}", last - now);
+    assert!(last + interval > now + MAX_SLOT_WAIT);
+    assert_eq!(sent.len() + deferred.len(), 200);
+    assert!(deferred[0] >= MAX_SLOT_WAIT, "{:?}", deferred[0]);
+    assert!(
+        deferred.windows(2).all(|w| w[0] < w[1]),
+        "spread: {deferred:?}"
+    );
+    // A fixed rate waits for its slots as long as the deadline allows.
+    let fixed = RateLimiter::configured(Some(600), true);
+    let far = (0..30)
+        .map(|_| fixed.admit(now, deadline, MS, 0))
+        .filter(|a| matches!(a, Admission::SendAt(at) if *at > now + MAX_SLOT_WAIT))
+        .count();
+    assert_eq!(far, 19);
+}
+
+#[test]
 fn a_fixed_rate_ignores_feedback() {
     let limiter = RateLimiter::configured(Some(600), true);
     assert!(!limiter.adaptive);

@@ -498,6 +498,9 @@ async fn handle(
         }
     };
 
+    if !plan.latency.is_zero() {
+        tokio::time::sleep(plan.latency).await;
+    }
     if let Some(Fault::Gzip { code, gzipped }) = &fault {
         // Built here: `Answer::into_response` drops Content-Encoding (forwarded bodies are plain).
         let mut response = Response::new(Body::from(gzipped.clone()));

@@ -40,6 +40,9 @@ pub struct RandomFaults {
     pub op_failed: f64,
     /// Tokens the proxy issued are answered 401 once this old (None: they never expire).
     pub token_lifetime: Option<Duration>,
+    /// Every SCIM request (faulty or not) is answered no sooner than this: the network and
+    /// processing time of a tenant on the internet, which a loopback peer does not have.
+    pub latency: Duration,
 }
 
 impl RandomFaults {
@@ -57,6 +60,7 @@ impl RandomFaults {
             op_missing: 0.0,
             op_failed: 0.0,
             token_lifetime: None,
+            latency: Duration::ZERO,
         }
     }
 }
@@ -72,6 +76,8 @@ pub(super) struct Plan {
     pub(super) body: Option<Vec<u8>>,
     /// BulkResponse entries to add: the taken-out operations, answered 503.
     pub(super) refused: Vec<Value>,
+    /// Wait this long before answering at all.
+    pub(super) latency: Duration,
 }
 
 /// The random faults of a proxy, with their generator and the issue times of tokens.
@@ -120,7 +126,10 @@ impl RandomState {
             edge += p;
             draw < edge
         };
-        let mut plan = Plan::default();
+        let mut plan = Plan {
+            latency: c.latency,
+            ..Plan::default()
+        };
         if next(c.throttled) {
             counts.throttled += 1;
             plan.fault = Some(Fault::throttled("1"));
