@@ -19,6 +19,7 @@ use super::Fault;
 /// What fraction of requests (or of a BulkRequest's operations) meets each fault.
 #[derive(Clone, Debug)]
 pub struct RandomFaults {
+    /// Seed of the draws: the same seed and the same requests meet the same faults.
     pub seed: u64,
     /// 429 with `Retry-After: 1`, not forwarded.
     pub throttled: f64,
@@ -30,6 +31,7 @@ pub struct RandomFaults {
     pub lost: f64,
     /// Forwarded at once (applied), answered after [`RandomFaults::stall`].
     pub stalled: f64,
+    /// How long a stalled answer is held.
     pub stall: Duration,
     /// Per BulkRequest operation carrying a bulkId: taken out before forwarding (not applied)
     /// and answered 503 in the BulkResponse.
@@ -80,7 +82,7 @@ pub(super) struct Plan {
     pub(super) latency: Duration,
 }
 
-/// The random faults of a proxy, with their generator and the issue times of tokens.
+/// The random faults of a proxy, with their generator.
 pub(super) struct RandomState {
     pub(super) config: RandomFaults,
     rng: StdRng,
