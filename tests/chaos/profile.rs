@@ -9,7 +9,7 @@
 //! every user), even seeds with it.
 //!
 //! `CHAOS_SEEDS` (default 20), `CHAOS_PROFILE_USERS` (users per seed, default 60),
-//! `CHAOS_PARALLEL` (seeds at once, default 10), `CHAOS_PROFILE_LIMIT_SECONDS` (per pass,
+//! `CHAOS_PARALLEL` (seeds at once, default 6), `CHAOS_PROFILE_LIMIT_SECONDS` (per pass,
 //! default 240).
 
 use std::collections::{BTreeMap, HashMap};
@@ -425,7 +425,7 @@ async fn run_seed(stack: &Stack, seed: u64, users: usize) -> SeedRun {
 async fn issue_18_profile_nobody_failed_whom_patience_provisions_over_20_seeds() {
     let seeds = env_number("CHAOS_SEEDS", 20);
     let users = env_number("CHAOS_PROFILE_USERS", 60).max(TO_UPDATE as u64 + 10) as usize;
-    let parallel = env_number("CHAOS_PARALLEL", 10).max(1) as usize;
+    let parallel = env_number("CHAOS_PARALLEL", 6).max(1) as usize;
     let started = Instant::now();
     let stack = start_stack("{}").await;
     let stack = &stack;

@@ -452,12 +452,20 @@ pub async fn start_moto() -> Moto {
 
 /// `GET url` with a bearer token; panics unless it is a 2xx JSON answer.
 pub async fn get_json(url: &str, token: &str) -> Value {
-    let response = http_client()
-        .get(url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    // A check of the peer's state, not a request under test: a peer slow to answer on a loaded
+    // machine (a 10 s timeout) is asked again a few times before the test gives up.
+    let mut tries = 0;
+    let response = loop {
+        tries += 1;
+        match http_client().get(url).bearer_auth(token).send().await {
+            Ok(response) => break response,
+            Err(e) if tries < 5 => {
+                eprintln!("GET {url}: {e}; asking again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => panic!("GET {url}: {e}"),
+        }
+    };
     let status = response.status();
     let body = response.bytes().await.unwrap_or_default();
     if !status.is_success() {
