@@ -471,18 +471,8 @@ pub async fn drain(
     state: &scim_bulk_provisioner::lambda::State,
     limit: Duration,
 ) -> Pumped {
-    let pumped = pump_in_process(
-        &stack.sdk,
-        &stack.queues,
-        state,
-        Duration::from_secs(2),
-        limit,
-    )
-    .await;
-    assert!(
-        pumped.errors.is_empty() && pumped.failures.is_empty(),
-        "{pumped:?}"
-    );
+    let pumped = run_queue(stack, state, limit).await;
+    assert!(pumped.failures.is_empty(), "{pumped:?}");
     pumped
 }
 
