@@ -398,13 +398,30 @@ async fn full_sync_deactivates_the_absent_and_the_guard_holds_a_truncated_file_u
         "nothing applied late"
     );
 
-    // 5. The truncated file again, held, then approved: exactly the absent users go.
-    upload_and_run(&stack, &state, KEY, file_of(0..kept), "05").await;
+    // 5. The truncated file again, with one person marked a leaver: held — the leaver row waits
+    // too —, then approved: exactly the absent users and the leaver go.
+    let leaver = 10;
+    let mut with_leaver = String::from("email,first_name,last_name,title,status\n");
+    for i in 0..kept {
+        let status = if i == leaver { "leaver" } else { "active" };
+        with_leaver.push_str(&format!(
+            "member{i:04}@example.com,Given{i},Family{i},Agent,{status}\n"
+        ));
+    }
+    upload_and_run(&stack, &state, KEY, with_leaver, "05").await;
     let held = only_event(
         &run_events(&stack.sdk, &events).await,
         "Provisioning Run Held",
     );
     let held_run = held["run_id"].as_str().expect("run id").to_string();
+    assert_eq!(held["held"]["rows"], 1, "the leaver row waits: {held}");
+    assert_eq!(held["held"]["deactivations"], absent_now + 1, "{held}");
+    assert_eq!(held["pending"], 1, "{held}");
+    assert_eq!(
+        inactive(&scim).await,
+        names(missing.into_iter()),
+        "a held run deactivates nobody, its leaver rows included"
+    );
     let approve = approval_event(&held_run, "approve-2");
     let approved = invoke(&state, approve, "approve-2")
         .await
@@ -418,9 +435,10 @@ async fn full_sync_deactivates_the_absent_and_the_guard_holds_a_truncated_file_u
     assert_eq!(done["run_id"], held_run.as_str());
     assert_eq!(done["status"], "completed");
     assert_eq!(done["absent"]["deactivated"], absent_now, "{done}");
+    assert_eq!(done["deactivated"], 1, "the leaver row: {done}");
     outcomes_add_up(&done);
     assert_eq!(summary_of(&stack, &held_run).await, done);
-    assert_eq!(inactive(&scim).await, names(kept..n));
+    assert_eq!(inactive(&scim).await, names((kept..n).chain([leaver])));
     let admin = list_users(&scim.base_url, &scim.token)
         .await
         .into_iter()
